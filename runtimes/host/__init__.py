@@ -1,0 +1,56 @@
+"""Host runtimes: load an artifact in its real runtime, run it, and train it.
+
+One module per backend, found by format name. A ``Session`` speaks numpy so
+verify, profile and simulate treat every backend alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from dcx.errors import DcxError
+
+RUNTIME_MODULES = {
+    "executorch": "dcx.runtimes.executorch",
+    "tflite": "dcx.runtimes.tflite",
+    "coreml": "dcx.runtimes.coreml",
+    "onnx": "dcx.runtimes.onnx",
+}
+
+
+class Session(Protocol):
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """Inference (a training artifact runs its inference signature / forward)."""
+
+    def train_step(self, *inputs_and_targets: np.ndarray) -> float:
+        """One on-device SGD step on a batch; returns the loss before the update."""
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Trainable weights keyed by the PyTorch parameter names."""
+
+
+class Runtime(Protocol):
+    format: str
+
+    def available(self) -> str | None:
+        """None when this host can run artifacts; otherwise why not (e.g. Core ML needs macOS)."""
+
+    def load(self, path: Path, entry: dict) -> Session:
+        """Load the artifact at ``path`` described by its manifest ``entry``."""
+
+    def version(self) -> str: ...
+
+
+def get_runtime(fmt: str) -> Runtime:
+    if fmt not in RUNTIME_MODULES:
+        raise DcxError(f"no host runtime for format {fmt!r}: known formats are {', '.join(RUNTIME_MODULES)}")
+    try:
+        module = importlib.import_module(RUNTIME_MODULES[fmt])
+    except ImportError as e:
+        raise DcxError(f"the {fmt} runtime needs a package that is not installed ({e.name}): "
+                       f"pip install 'dcx[{fmt}]' or run `make setup`") from None
+    return module.RUNTIME

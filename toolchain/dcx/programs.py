@@ -1,0 +1,127 @@
+"""Device programs: what a recipe hands to the exporters.
+
+A device program is the part of a method that runs on the phone: a module,
+example inputs, which parameters train and which are frozen, the loss and the
+optimizer. Every backend's graph is derived from it; nothing is written twice.
+
+- An *inference* program maps ``inputs -> outputs``.
+- A *training* program maps ``inputs + targets -> loss`` (a scalar); the
+  parameters with ``requires_grad`` are trained on the device with plain SGD,
+  the others are frozen constants.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass(frozen=True)
+class SGD:
+    lr: float
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def of(cls, name: str, t: torch.Tensor) -> "TensorSpec":
+        return cls(name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass
+class DeviceProgram:
+    name: str  # "<recipe>.<program>", e.g. "dcccl.train"
+    kind: Literal["train", "infer"]
+    module: nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    summary: str
+    optimizer: SGD | None = None
+    notes: dict[str, str] = field(default_factory=dict)  # backend-independent facts worth a manifest line
+    # Real-data batches shaped like example_inputs: batches(steps, seed) -> one tuple per step.
+    batches: Callable[[int, int], list[tuple[torch.Tensor, ...]]] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.input_names) != len(self.example_inputs):
+            raise ValueError(f"{self.name}: {len(self.input_names)} input names for {len(self.example_inputs)} inputs")
+        if (self.kind == "train") != (self.optimizer is not None):
+            raise ValueError(f"{self.name}: training programs need an optimizer, inference programs none")
+        self.module.eval()  # no dropout/batch-stat updates: on-device steps must be deterministic
+
+    @property
+    def recipe(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def trainable(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.module.named_parameters() if p.requires_grad}
+
+    @property
+    def frozen(self) -> dict[str, torch.Tensor]:
+        frozen = {n: p for n, p in self.module.named_parameters() if not p.requires_grad}
+        frozen.update(dict(self.module.named_buffers()))
+        return frozen
+
+    def input_specs(self) -> list[TensorSpec]:
+        return [TensorSpec.of(n, t) for n, t in zip(self.input_names, self.example_inputs)]
+
+    def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Eager PyTorch: the reference every artifact is compared with."""
+        out = self.module(*inputs)
+        return out if isinstance(out, tuple) else (out,)
+
+    def reference_training(self, batches: list[tuple[torch.Tensor, ...]]) -> tuple[list[float], dict[str, torch.Tensor]]:
+        """Eager PyTorch SGD over ``batches`` on a copy: per-step losses (before each update) and final weights."""
+        if self.optimizer is None:
+            raise ValueError(f"{self.name} is not a training program")
+        module = copy.deepcopy(self.module)
+        params = {n: p for n, p in module.named_parameters() if p.requires_grad}
+        losses = []
+        for batch in batches:
+            loss = module(*batch)
+            grads = torch.autograd.grad(loss, list(params.values()))
+            with torch.no_grad():
+                for p, g in zip(params.values(), grads):
+                    p -= self.optimizer.lr * g
+            losses.append(float(loss.detach()))
+        return losses, {n: p.detach().clone() for n, p in params.items()}
+
+    def example_batches(self, steps: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
+        """Real-data batches when the recipe provides them, else the example inputs repeated."""
+        if self.batches is not None:
+            return self.batches(steps, seed)
+        return [self.example_inputs] * steps
+
+    def flops(self) -> dict[str, int]:
+        """Forward FLOPs, and for training programs the backward FLOPs of one step."""
+        with FlopCounterMode(display=False) as fwd:
+            out = self.module(*self.example_inputs)
+        result = {"forward": fwd.get_total_flops()}
+        if self.kind == "train":
+            with FlopCounterMode(display=False) as bwd:
+                torch.autograd.grad(out, list(self.trainable.values()))
+            result["backward"] = bwd.get_total_flops()
+        return result
+
+    def parameter_count(self) -> dict[str, int]:
+        return {"trainable": sum(p.numel() for p in self.trainable.values()),
+                "frozen": sum(t.numel() for t in self.frozen.values())}
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()

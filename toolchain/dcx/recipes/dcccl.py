@@ -1,0 +1,217 @@
+"""DC-CCL: device-cloud controlled learning for a cloud model too large for the phone.
+
+Roles (DESIGN.md 1.1):
+- cloud: trains the parallel pair ``L + S`` on cloud samples, then distils a
+  light mimic ``M ~= L``; fuses the devices' ``S_k`` by FedAvg.
+- device: receives ``M`` (frozen) and ``S``; trains ``S_k`` on local samples
+  with ``CE(M(x) + S_k(x), y)``: M stands in for L and controls the direction
+  S_k moves in. Only S_k goes up.
+The served model is ``L(x) + S(x)``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dcx.data.fashion_mnist import ImageSet, load_fashion_mnist
+from dcx.data.partition import dirichlet_label_skew
+from dcx.models.convnet import ConvNet, SummedLogits, split_by_width
+from dcx.models.mobilenetv2 import mobilenet_v2_imagenet
+from dcx.programs import SGD, DeviceProgram, freeze
+from dcx.recipes import register_recipe
+from dcx.training import fit, seed_everything
+
+
+@dataclass(frozen=True)
+class DCCCLConfig:
+    base_channels: tuple[int, int] = (32, 64)
+    base_hidden: int = 128
+    ratio: float = 1 / 8  # width fraction of the small submodel S
+    heterogeneous: bool = False  # L = ImageNet MobileNetV2 instead of the width split
+    mimic_channels: tuple[int, int] = (8, 16)
+    mimic_hidden: int = 32
+    num_devices: int = 3
+    alpha: float = 0.3  # Dirichlet label skew between the cloud and the devices
+    cloud_samples: int = 4000
+    device_samples: int = 400
+    cloud_epochs: int = 3
+    distill_epochs: int = 6
+    distill_temperature: float | None = None  # None: MSE on logits; else KL at this temperature
+    device_epochs: int = 5
+    device_lr: float = 0.05  # on-device SGD
+    batch_size: int = 32
+
+
+# ---------------------------------------------------------------- models
+
+def make_submodels(cfg: DCCCLConfig, seed: int = 0) -> tuple[nn.Module, ConvNet]:
+    """The large cloud submodel L and the small device submodel S."""
+    seed_everything(seed)
+    if cfg.heterogeneous:
+        small = ConvNet(*_small_widths(cfg))
+        return mobilenet_v2_imagenet(10, in_channels=1, input_size=32), small
+    base = ConvNet(cfg.base_channels, cfg.base_hidden)
+    return split_by_width(base, cfg.ratio)
+
+
+def _small_widths(cfg: DCCCLConfig) -> tuple[tuple[int, int], int]:
+    c1, c2 = (max(1, round(c * cfg.ratio)) for c in cfg.base_channels)
+    return (c1, c2), max(1, round(cfg.base_hidden * cfg.ratio))
+
+
+def make_mimic(cfg: DCCCLConfig, seed: int = 0) -> ConvNet:
+    seed_everything(seed)
+    return ConvNet(cfg.mimic_channels, cfg.mimic_hidden)
+
+
+class ControlledLoss(nn.Module):
+    """The device objective ``CE(M(x) + S(x), y)`` with the mimic M frozen."""
+
+    def __init__(self, mimic: nn.Module, small: nn.Module):
+        super().__init__()
+        self.mimic, self.small = freeze(mimic), small
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.mimic(x) + self.small(x), y)
+
+
+class SmallOnlyLoss(nn.Module):
+    """The uncontrolled baseline: ``CE(S(x), y)``, no mimic."""
+
+    def __init__(self, small: nn.Module):
+        super().__init__()
+        self.small = small
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.small(x), y)
+
+
+# ---------------------------------------------------------------- cloud role
+
+def train_cloud(large: nn.Module, small: nn.Module, data: ImageSet, cfg: DCCCLConfig, seed: int = 0) -> list[float]:
+    """Train ``L + S`` jointly on the cloud samples."""
+    model = SummedLogits(large, small).train()
+    history = fit(lambda x, y: F.cross_entropy(model(x), y), list(model.parameters()),
+                  (data.images, data.labels), epochs=cfg.cloud_epochs, batch_size=cfg.batch_size,
+                  lr=1e-3, seed=seed)
+    model.eval()
+    return history
+
+
+def mimic_error(mimic: nn.Module, large: nn.Module, images: torch.Tensor) -> float:
+    """Mean squared error between the mimic's and L's logits."""
+    with torch.no_grad():
+        return float(F.mse_loss(mimic(images), large(images)))
+
+
+def distill_mimic(mimic: nn.Module, large: nn.Module, data: ImageSet, cfg: DCCCLConfig, seed: int = 0) -> list[float]:
+    """Knowledge distillation ``M(x) ~= L(x)`` on cloud samples; returns the mimic error after each epoch."""
+    large.eval()
+    with torch.no_grad():
+        teacher = torch.cat([large(data.images[i : i + 512]) for i in range(0, len(data), 512)])
+    t = cfg.distill_temperature
+
+    def loss(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if t is None:
+            return F.mse_loss(mimic(x), target)
+        return F.kl_div(F.log_softmax(mimic(x) / t, 1), F.softmax(target / t, 1), reduction="batchmean") * t * t
+
+    errors = []
+    mimic.train()
+    for epoch in range(cfg.distill_epochs):
+        fit(loss, list(mimic.parameters()), (data.images, teacher), epochs=1, batch_size=cfg.batch_size,
+            lr=2e-3, seed=seed + epoch)
+        errors.append(mimic_error(mimic.eval(), large, data.images))
+    return errors
+
+
+def fedavg(states: list[dict[str, torch.Tensor]], counts: list[int]) -> dict[str, torch.Tensor]:
+    """Sample-count-weighted average of the devices' small submodels."""
+    total = float(sum(counts))
+    return {k: sum(s[k] * (n / total) for s, n in zip(states, counts)) for k in states[0]}
+
+
+# ---------------------------------------------------------------- device role
+
+def device_update(mimic: nn.Module, small: nn.Module, data: ImageSet, cfg: DCCCLConfig, seed: int = 0,
+                  controlled: bool = True) -> nn.Module:
+    """Train a copy of S on the device's samples with on-device SGD; returns S_k."""
+    small_k = copy.deepcopy(small)
+    for p in small_k.parameters():
+        p.requires_grad_(True)
+    objective = ControlledLoss(copy.deepcopy(mimic), small_k) if controlled else SmallOnlyLoss(small_k)
+    fit(objective, list(small_k.parameters()), (data.images, data.labels), epochs=cfg.device_epochs,
+        batch_size=cfg.batch_size, lr=cfg.device_lr, seed=seed, optimizer="sgd")
+    return small_k.eval()
+
+
+# ---------------------------------------------------------------- data scenario
+
+@dataclass
+class Scenario:
+    cloud: ImageSet
+    devices: list[ImageSet]
+    device_tests: list[ImageSet]  # test images drawn with each device's class proportions
+
+
+def make_scenario(cfg: DCCCLConfig, seed: int = 0) -> Scenario:
+    """Cloud and devices see different class mixes (Dirichlet label skew on Fashion-MNIST)."""
+    train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+    rng = np.random.default_rng(seed)
+    parts = dirichlet_label_skew(train.labels.numpy(), cfg.num_devices + 1, cfg.alpha, seed)
+    take = lambda idx, n: rng.choice(idx, min(n, len(idx)), replace=False)  # noqa: E731
+    cloud = train.subset(take(parts[0], cfg.cloud_samples))
+    devices = [train.subset(take(p, cfg.device_samples)) for p in parts[1:]]
+    test_labels = test.labels.numpy()
+    device_tests = []
+    for d in devices:
+        share = np.bincount(d.labels.numpy(), minlength=10) / len(d)
+        idx = np.concatenate([rng.choice(np.flatnonzero(test_labels == c), int(round(share[c] * 1000)))
+                              for c in range(10) if share[c] > 0])
+        device_tests.append(test.subset(idx))
+    return Scenario(cloud, devices, device_tests)
+
+
+# ---------------------------------------------------------------- device programs
+
+@register_recipe
+class DCCCL:
+    name = "dcccl"
+    summary = "frozen mimic M steers on-device training of the small submodel S: CE(M(x)+S(x), y)"
+    program_names = ("dcccl.train", "dcccl.infer")
+
+    def __init__(self, cfg: DCCCLConfig | None = None):
+        self.cfg = cfg or DCCCLConfig()
+
+    def device_programs(self, seed: int = 0, mimic: nn.Module | None = None,
+                        small: nn.Module | None = None) -> list[DeviceProgram]:
+        """The controlled training step and on-device inference ``M(x) + S(x)``."""
+        cfg = self.cfg
+        mimic = copy.deepcopy(mimic) if mimic is not None else make_mimic(cfg, seed)
+        small = copy.deepcopy(small) if small is not None else make_submodels(
+            DCCCLConfig(**{**cfg.__dict__, "heterogeneous": False}), seed)[1]
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.rand(cfg.batch_size, 1, 28, 28, generator=gen)
+        y = torch.randint(0, 10, (cfg.batch_size,), generator=gen)
+        train = DeviceProgram(
+            "dcccl.train", "train", ControlledLoss(copy.deepcopy(mimic), copy.deepcopy(small)), (x, y),
+            ("image", "label"), ("loss",), "controlled step: CE(M(x)+S(x), y), M frozen, S trained",
+            optimizer=SGD(cfg.device_lr), batches=self.device_batches)
+        infer = DeviceProgram(
+            "dcccl.infer", "infer", freeze(SummedLogits(copy.deepcopy(mimic), copy.deepcopy(small))), (x[:1],),
+            ("image",), ("logits",), "on-device prediction M(x)+S(x)")
+        return [train, infer]
+
+    def device_batches(self, steps: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Real Fashion-MNIST batches from the first device's label-skewed share."""
+        device = make_scenario(self.cfg, seed).devices[0]
+        gen = torch.Generator().manual_seed(seed)
+        b = self.cfg.batch_size
+        idx = [torch.randint(0, len(device), (b,), generator=gen) for _ in range(steps)]
+        return [(device.images[i], device.labels[i]) for i in idx]
