@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -33,8 +33,20 @@ class Session(Protocol):
         """Trainable weights keyed by the PyTorch parameter names."""
 
 
+class Check(NamedTuple):
+    """One row of a verification report."""
+
+    check: str
+    ok: bool
+    error: float | None  # the measured error, where the check measures one
+    detail: str = ""
+
+
 class Runtime(Protocol):
     format: str
+
+    def static_checks(self, path: Path, entry: dict) -> list[Check]:
+        """Checks that need no execution (e.g. builtin-ops-only, Core ML's updatable-model rules)."""
 
     def available(self) -> str | None:
         """None when this host can run artifacts; otherwise why not (e.g. Core ML needs macOS)."""

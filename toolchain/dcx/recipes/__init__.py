@@ -20,6 +20,9 @@ class Recipe(Protocol):
 
     def device_programs(self, seed: int = 0) -> list[DeviceProgram]: ...
 
+    def evaluate(self, seed: int = 0) -> dict[str, float]:
+        """The method end to end on its real data, at the built-in (CI-sized) defaults."""
+
 
 _REGISTRY: dict[str, Callable[[], Recipe]] = {}
 

@@ -195,6 +195,18 @@ def classifier_scores(clf: SampleClassifier, s: Samples) -> torch.Tensor:
     return torch.sigmoid(predict(clf, s.item, s.genres, s.liked))
 
 
+def classifier_holdout_auc(model: GlobalRecommender, local: Samples, retrieved: Samples, cfg: CoDAConfig,
+                           seed: int = 0) -> float:
+    """Train on half of each side, report the AUC of local-vs-retrieved on the other halves."""
+    gen = torch.Generator().manual_seed(seed)
+    pl, pr = torch.randperm(len(local), generator=gen), torch.randperm(len(retrieved), generator=gen)
+    hl, hr = len(local) // 2, len(retrieved) // 2
+    clf = train_classifier(model, local.where(pl[:hl]), retrieved.where(pr[:hr]), cfg, seed)
+    s_local, s_retrieved = classifier_scores(clf, local.where(pl[hl:])), classifier_scores(clf, retrieved.where(pr[hr:]))
+    labels = np.r_[np.ones(len(s_local)), np.zeros(len(s_retrieved))]
+    return roc_auc(torch.cat([s_local, s_retrieved]).numpy(), labels)
+
+
 def filter_retrieved(clf: SampleClassifier, retrieved: Samples, cfg: CoDAConfig) -> Samples:
     """Keep the retrieved samples the classifier scores as most local-like."""
     scores = classifier_scores(clf, retrieved)
@@ -258,6 +270,25 @@ class CoDA:
             DeviceProgram("coda.recommender.infer", "infer", freeze(copy.deepcopy(rec)), (item, genres),
                           ("item", "genres"), ("logit",), "personalized 'liked' score"),
         ]
+
+    def evaluate(self, seed: int = 0, users: int = 10) -> dict[str, float]:
+        """CoDA on the most active MovieLens users: classifier separation, and per-user AUC of the baselines."""
+        cfg = self.cfg
+        split = make_split(cfg)
+        model = train_global(split, cfg, seed)
+        chosen = torch.argsort(torch.bincount(split.local.user), descending=True)[:users].tolist()
+        rows: dict[str, list[float]] = {k: [] for k in ("classifier_auc", "auc_global", "auc_local_only",
+                                                        "auc_augmented_unfiltered", "auc_coda")}
+        for u in chosen:
+            local, test = split.of_user(split.local, u), split.of_user(split.test, u)
+            retrieved = coarse_match(model, split, u, cfg, seed)
+            rows["classifier_auc"].append(classifier_holdout_auc(model, local, retrieved, cfg, seed))
+            kept = filter_retrieved(train_classifier(model, local, retrieved, cfg, seed), retrieved, cfg)
+            rows["auc_global"].append(user_auc(PersonalRecommender(model, u).eval(), test))
+            rows["auc_local_only"].append(user_auc(personalize(model, u, local, cfg, seed), test))
+            rows["auc_augmented_unfiltered"].append(user_auc(personalize(model, u, local.concat(retrieved), cfg, seed), test))
+            rows["auc_coda"].append(user_auc(personalize(model, u, local.concat(kept), cfg, seed), test))
+        return {k: float(np.nanmean(v)) for k, v in rows.items()}
 
     def _user_batches(self, steps: int, seed: int) -> tuple[Samples, torch.Tensor, list[torch.Tensor]]:
         """Real MovieLens interactions: a user's recent samples mixed with other users' (is_local marks the user's)."""

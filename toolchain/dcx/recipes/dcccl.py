@@ -25,7 +25,7 @@ from dcx.models.convnet import ConvNet, SummedLogits, split_by_width
 from dcx.models.mobilenetv2 import mobilenet_v2_imagenet
 from dcx.programs import SGD, DeviceProgram, freeze
 from dcx.recipes import register_recipe
-from dcx.training import fit, seed_everything
+from dcx.training import accuracy, fit, seed_everything
 
 
 @dataclass(frozen=True)
@@ -207,6 +207,34 @@ class DCCCL:
             "dcccl.infer", "infer", freeze(SummedLogits(copy.deepcopy(mimic), copy.deepcopy(small))), (x[:1],),
             ("image",), ("logits",), "on-device prediction M(x)+S(x)")
         return [train, infer]
+
+    def evaluate(self, seed: int = 0) -> dict[str, float]:
+        """The method end to end on Fashion-MNIST: cloud phase, one controlled round on every device, FedAvg.
+
+        Accuracies are of the served model ``L + S`` on the devices' test distributions (mean over devices).
+        """
+        cfg = self.cfg
+        sc = make_scenario(cfg, seed)
+        large, small = make_submodels(cfg, seed)
+        train_cloud(large, small, sc.cloud, cfg, seed)
+        mimic = make_mimic(cfg, seed)
+        errors = distill_mimic(mimic, large, sc.cloud, cfg, seed)
+        served = lambda s: SummedLogits(large, s)  # noqa: E731
+        mean_acc = lambda s: sum(accuracy(served(s), t.images, t.labels) for t in sc.device_tests) / len(sc.devices)  # noqa: E731
+        controlled = [device_update(mimic, small, d, cfg, seed + k) for k, d in enumerate(sc.devices)]
+        uncontrolled = [device_update(mimic, small, d, cfg, seed + k, controlled=False) for k, d in enumerate(sc.devices)]
+        counts = [len(d) for d in sc.devices]
+        fused, fused_unc = small.__class__(small.channels, small.hidden), small.__class__(small.channels, small.hidden)
+        fused.load_state_dict(fedavg([s.state_dict() for s in controlled], counts))
+        fused_unc.load_state_dict(fedavg([s.state_dict() for s in uncontrolled], counts))
+        per_device = sum(accuracy(served(s), t.images, t.labels) for s, t in zip(controlled, sc.device_tests))
+        return {
+            "mimic_mse_first_epoch": errors[0], "mimic_mse_last_epoch": errors[-1],
+            "acc_cloud_only": mean_acc(small),
+            "acc_controlled_per_device": per_device / len(sc.devices),
+            "acc_controlled_fedavg": mean_acc(fused.eval()),
+            "acc_uncontrolled_fedavg": mean_acc(fused_unc.eval()),
+        }
 
     def device_batches(self, steps: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Real Fashion-MNIST batches from the first device's label-skewed share."""

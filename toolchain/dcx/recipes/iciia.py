@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from dcx.data.fashion_mnist import ImageSet, load_fashion_mnist
 from dcx.data.partition import class_subset_clients
@@ -209,3 +210,21 @@ class ICIIARecipe:
             "iciia.infer", "infer", freeze(ICIIAOnDevice(backbone, iciia)), (image, cache), ("image", "cache"),
             ("logits", "feature"), f"backbone + ICIIA (P={cfg.partitions}) over an n={cfg.cache_size} feature cache",
             notes={"cache": "the app keeps the n x d cache (FIFO/reservoir) from the 'feature' output"})]
+
+    def evaluate(self, seed: int = 0) -> dict[str, float]:
+        """One-time training on Fashion-MNIST, then mean per-client accuracy on class-subset test clients."""
+        cfg = self.cfg
+        train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+        data = train.subset(np.random.default_rng(seed).choice(len(train), cfg.backbone_samples, replace=False))
+        backbone = train_backbone(data, cfg, seed)
+        iciia = train_iciia(backbone, data, cfg, seed)
+        clients = evaluate_clients(backbone, iciia, test, cfg, seed=seed + 1)
+        program = self.device_programs(seed, backbone, iciia)[0]
+        flops_iciia = program.flops()["forward"]
+        with FlopCounterMode(display=False) as fc:
+            backbone(program.example_inputs[0])
+        return {
+            "acc_backbone": float(np.mean([c.backbone for c in clients])),
+            "acc_iciia": float(np.mean([c.iciia for c in clients])),
+            "flops_overhead_pct": 100.0 * (flops_iciia - fc.get_total_flops()) / fc.get_total_flops(),
+        }

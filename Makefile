@@ -1,0 +1,11 @@
+# The two commands of the README: `make demo` and `make test`. Both set up first (idempotent).
+.PHONY: setup demo test
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/dcx demo --out out/demo --force
+
+test: setup
+	.venv/bin/python -m pytest -q

@@ -1,0 +1,101 @@
+"""The ``dcx`` command line. Each command is a thin shell over one module of the toolchain."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from dcx.errors import DcxError
+
+BACKEND_PACKAGES = ("torch", "executorch", "tensorflow-cpu", "ai-edge-litert", "coremltools", "onnx",
+                    "onnxruntime", "flwr", "numpy")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """dcx: device-cloud collaborative learning, from PyTorch recipes to artifacts phones run and train."""
+
+
+@cli.command()
+def info() -> None:
+    """Versions of every backend found, and which datasets are present."""
+    from dcx.data import fashion_mnist, movielens
+    from dcx.models import mobilenetv2
+
+    for pkg in BACKEND_PACKAGES:
+        try:
+            version = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            version = "not installed"
+        click.echo(f"{pkg:<16} {version}")
+    checks = {
+        "fashion-mnist": (fashion_mnist.is_available(), fashion_mnist.SETUP_HINT),
+        "movielens-100k": (movielens.is_available(), movielens.SETUP_HINT),
+    }
+    try:
+        mobilenetv2.imagenet_weights_path()
+        checks["mobilenet_v2 imagenet"] = (True, "")
+    except DcxError as e:
+        checks["mobilenet_v2 imagenet"] = (False, str(e))
+    for name, (ok, hint) in checks.items():
+        click.echo(f"{name:<22} {'present' if ok else 'MISSING: ' + hint}")
+
+
+@cli.command()
+@click.option("--seed", default=0, show_default=True)
+def recipes(seed: int) -> None:
+    """The recipes and their device programs, with parameter counts and FLOPs."""
+    from dcx.recipes import resolve_recipes
+
+    click.echo(f"{'program':<26}{'kind':<7}{'trainable':>10}{'frozen':>10}{'fwd FLOPs':>12}{'bwd FLOPs':>12}  summary")
+    for recipe in resolve_recipes("all"):
+        click.echo(f"[{recipe.name}] {recipe.summary}")
+        for p in recipe.device_programs(seed):
+            n, f = p.parameter_count(), p.flops()
+            bwd = f"{f['backward']:,}" if "backward" in f else "-"
+            click.echo(f"  {p.name:<24}{p.kind:<7}{n['trainable']:>10,}{n['frozen']:>10,}{f['forward']:>12,}{bwd:>12}"
+                       f"  {p.summary}")
+
+
+@cli.command()
+@click.option("--recipe", "recipe_name", default="all", show_default=True, help="a recipe name or all")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the metrics as JSON")
+def evaluate(recipe_name: str, seed: int, json_path: str | None) -> None:
+    """Run the methods end to end on their real data (built-in CI-sized defaults) and print their metrics."""
+    import torch
+
+    from dcx.recipes import resolve_recipes
+
+    torch.set_num_threads(1)
+    results = {}
+    for recipe in resolve_recipes(recipe_name):
+        click.echo(f"[{recipe.name}] training on real data ...", err=True)
+        results[recipe.name] = recipe.evaluate(seed)
+        for k, v in results[recipe.name].items():
+            click.echo(f"  {recipe.name}.{k:<32} {v:.4f}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2))
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except DcxError as e:
+        click.echo(f"dcx: error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("dcx: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        hint = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
+        click.echo(f"dcx: error: {e.format_message()}{hint}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("dcx: interrupted", err=True)
+        sys.exit(130)
