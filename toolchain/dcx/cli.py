@@ -82,6 +82,50 @@ def evaluate(recipe_name: str, seed: int, json_path: str | None) -> None:
         Path(json_path).write_text(json.dumps(results, indent=2))
 
 
+@cli.command("export")
+@click.option("--recipe", "recipe_name", default="all", show_default=True, help="dcccl, iciia, coda or all")
+@click.option("--format", "fmt", default="all", show_default=True, help="executorch, tflite, coreml, onnx or all")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="output folder")
+@click.option("--force", is_flag=True, help="replace what an earlier dcx export wrote in --out")
+@click.option("--fused-kernels", is_flag=True, help="ICIIA projections as the fused dcx:: op (ExecuTorch)")
+@click.option("--seed", default=0, show_default=True)
+def export_cmd(recipe_name: str, fmt: str, out: str, force: bool, fused_kernels: bool, seed: int) -> None:
+    """Export every device program of the chosen recipes to artifacts, with manifest.json."""
+    from dcx.export import ExportOptions
+    from dcx.export.pipeline import export
+
+    summary = export(recipe_name, fmt, Path(out), force=force, seed=seed,
+                     options=ExportOptions(fused_kernels=fused_kernels), progress=lambda s: click.echo(s, err=True))
+    click.echo(f"exported {len(summary.written)} artifacts to {out} "
+               + " ".join(f"[{f}: {t:.1f}s]" for f, t in summary.seconds_per_format.items()))
+    for f in summary.failed:
+        click.echo(f"FAILED {f['format']} {f['program']}: {f['error']}", err=True)
+    if summary.failed:
+        raise SystemExit(1)
+
+
+@cli.command("verify")
+@click.argument("out", type=click.Path())
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the rows as JSON")
+@click.option("--program", "program_filter", help="only artifacts whose program starts with this")
+def verify_cmd(out: str, json_path: str | None, program_filter: str | None) -> None:
+    """Run every artifact in its real runtime and compare with PyTorch; non-zero exit on any failure."""
+    import torch
+
+    from dcx.verify import format_table, rows_as_json, verify
+
+    torch.set_num_threads(1)
+    rows = verify(Path(out), program_filter=program_filter)
+    click.echo(format_table(rows))
+    failed = [r for r in rows if not r.ok]
+    ran = sum(r.verdict == "pass" for r in rows)
+    click.echo(f"{ran} passed, {len(failed)} failed, {sum(r.verdict == 'skipped' for r in rows)} skipped")
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows_as_json(rows), indent=2))
+    if failed:
+        raise SystemExit(1)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:

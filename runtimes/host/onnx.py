@@ -1,0 +1,54 @@
+"""ONNX Runtime (CPU), inference only; one intra-op thread for repeatable measurements."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import numpy as np
+
+from dcx.runtimes import Check
+
+
+class OnnxSession:
+    def __init__(self, path: Path, entry: dict):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, dict(zip(self.input_names, inputs)))
+
+    def train_step(self, *inputs: np.ndarray) -> float:
+        raise NotImplementedError("ONNX artifacts are inference-only in dcx")
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {}
+
+
+class OnnxRuntime:
+    format = "onnx"
+
+    def available(self) -> str | None:
+        return None
+
+    def version(self) -> str:
+        return importlib.metadata.version("onnxruntime")
+
+    def static_checks(self, path: Path, entry: dict) -> list[Check]:
+        import onnx
+
+        try:
+            onnx.checker.check_model(str(path))
+            return [Check("onnx_checker", True, None)]
+        except onnx.checker.ValidationError as e:
+            return [Check("onnx_checker", False, None, str(e).splitlines()[0])]
+
+    def load(self, path: Path, entry: dict) -> OnnxSession:
+        return OnnxSession(path, entry)
+
+
+RUNTIME = OnnxRuntime()
