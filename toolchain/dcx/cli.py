@@ -126,8 +126,66 @@ def verify_cmd(out: str, json_path: str | None, program_filter: str | None) -> N
         raise SystemExit(1)
 
 
+@cli.group()
+def bench() -> None:
+    """Benchmarks: side by side in one run, single-threaded, reported as ratios."""
+
+
+@bench.command("runtimes")
+@click.option("--recipe", "recipe_name", default="all", show_default=True)
+@click.option("--rounds", default=15, show_default=True, help="timed rounds per runtime (after 3 warm-up rounds)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the rows as JSON")
+def bench_runtimes_cmd(recipe_name: str, rounds: int, json_path: str | None) -> None:
+    """One training step per training program in ExecuTorch, LiteRT and PyTorch eager; export time per format."""
+    from dcx.bench import bench_runtimes, format_rows
+
+    rows = bench_runtimes(recipe_name, rounds, progress=lambda s: click.echo(s, err=True))
+    click.echo(format_rows(rows))
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=2))
+
+
+@bench.command("kernels")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the rows as JSON")
+@click.pass_context
+def bench_kernels_cmd(ctx: click.Context, json_path: str | None) -> None:
+    """The fused shuffled partitioned linear kernel against PyTorch formulations (writes benchmarks/README.md)."""
+    from dcx.kernels.bench import bench_kernels
+
+    ctx.invoke(bench_kernels, json_path=json_path)
+
+
+@cli.command()
+@click.option("--out", default="out/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="replace what an earlier demo wrote in --out")
+@click.pass_context
+def demo(ctx: click.Context, out: str, force: bool) -> None:
+    """The quick end-to-end demo: train the three methods on real data, export every artifact, verify them all."""
+    click.echo("== 1/3 the methods on real data (Fashion-MNIST, MovieLens-100K)")
+    ctx.invoke(evaluate, recipe_name="all", seed=0, json_path=None)
+    click.echo(f"== 2/3 export every device program to every format -> {out}")
+    ctx.invoke(export_cmd, recipe_name="all", fmt="all", out=out, force=force, fused_kernels=False, seed=0)
+    click.echo("== 3/3 verify every artifact in its real runtime against PyTorch")
+    ctx.invoke(verify_cmd, out=out, json_path=str(Path(out) / "verify.json"), program_filter=None)
+
+
+def _quiet_third_party() -> None:
+    """Import-time chatter of torchao/torch/TF is not the user's business."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("torchao", "torch.utils._pytree", "torch._export", "torch.export", "executorch", "tensorflow",
+                 "coremltools", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    _quiet_third_party()
     try:
         cli.main(standalone_mode=False)
     except DcxError as e:
