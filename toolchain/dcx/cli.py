@@ -135,14 +135,22 @@ def bench() -> None:
 @click.option("--recipe", "recipe_name", default="all", show_default=True)
 @click.option("--rounds", default=15, show_default=True, help="timed rounds per runtime (after 3 warm-up rounds)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the rows as JSON")
-def bench_runtimes_cmd(recipe_name: str, rounds: int, json_path: str | None) -> None:
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
+              help="write the table as Markdown (e.g. benchmarks/runtimes.md)")
+def bench_runtimes_cmd(recipe_name: str, rounds: int, json_path: str | None, markdown_path: str | None) -> None:
     """One training step per training program in ExecuTorch, LiteRT and PyTorch eager; export time per format."""
     from dcx.bench import bench_runtimes, format_rows
 
     rows = bench_runtimes(recipe_name, rounds, progress=lambda s: click.echo(s, err=True))
-    click.echo(format_rows(rows))
+    table = format_rows(rows)
+    click.echo(table)
     if json_path:
         Path(json_path).write_text(json.dumps(rows, indent=2))
+    if markdown_path:
+        Path(markdown_path).write_text(
+            "# On-device training step per runtime\n\nWritten by `dcx bench runtimes --markdown "
+            f"{markdown_path}` (single-threaded, {rounds} interleaved rounds, medians; ratios to PyTorch eager "
+            "measured in the same run).\n\n```\n" + table + "\n```\n")
 
 
 @bench.command("kernels")
