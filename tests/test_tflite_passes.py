@@ -1,0 +1,375 @@
+"""Unit tests of the TFLite export passes, one at a time (litert-torch style).
+
+- aten_to_tf: every ATen builder against the PyTorch op it lowers;
+- tf_builtin_gradients: every custom gradient against PyTorch autograd, and the
+  gradient graphs convert with TFLITE_BUILTINS only (TF's own ones do not);
+- tf_signatures: the train/infer/save/restore functions of a tiny program, run in TF;
+- tf_builtin_ops_only: reading operator codes, rejecting Flex ops.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+tf = pytest.importorskip("tensorflow")
+
+from dcx.errors import DcxError  # noqa: E402
+from dcx.export.passes import aten_to_tf  # noqa: E402
+from dcx.export.passes import tf_builtin_gradients as bg  # noqa: E402
+from dcx.export.passes.aten_to_tf import ATEN_TO_TF, lower_aten_to_tf, lower_op  # noqa: E402
+from dcx.export.passes.tf_builtin_ops_only import (  # noqa: E402
+    check_builtin_ops_only, non_builtin_ops, operator_codes, operator_histogram)
+from dcx.export.passes.tf_signatures import build_tf_signatures  # noqa: E402
+from dcx.programs import SGD, DeviceProgram  # noqa: E402
+
+aten = torch.ops.aten
+g = torch.Generator().manual_seed(0)
+
+
+def rand(*shape, low=-1.0, high=1.0):
+    return torch.rand(*shape, generator=g) * (high - low) + low
+
+
+def to_tf(x):
+    if isinstance(x, torch.Tensor):
+        return tf.constant(x.numpy())
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], torch.Tensor):
+        return [to_tf(t) for t in x]
+    return x
+
+
+def close(tf_out, torch_out, atol=1e-5):
+    if isinstance(torch_out, (tuple, list)):
+        assert len(tf_out) == len(torch_out)
+        for a, b in zip(tf_out, torch_out):
+            close(a, b, atol)
+        return
+    a = np.asarray(tf_out)
+    b = torch_out.detach().numpy() if isinstance(torch_out, torch.Tensor) else np.asarray(torch_out)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    if b.dtype == np.bool_ or np.issubdtype(b.dtype, np.integer):
+        assert a.dtype == b.dtype, (a.dtype, b.dtype)
+        np.testing.assert_array_equal(a, b)
+    else:
+        np.testing.assert_allclose(a, b, atol=atol, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- aten_to_tf: op by op
+
+x34, x234 = rand(3, 4), rand(2, 3, 4)
+labels = torch.tensor([3, -100, 0, 9, 2])
+OP_CASES = [
+    (aten.convolution.default, (rand(2, 3, 9, 9), rand(4, 3, 3, 3), rand(4), [2, 2], [1, 1], [1, 1], False, [0, 0], 1)),
+    (aten.convolution.default, (rand(2, 3, 8, 7), rand(5, 3, 2, 3), None, [1, 2], [0, 1], [1, 1], False, [0, 0], 1)),
+    (aten.addmm.default, (rand(5), rand(3, 4), rand(4, 5))),
+    (aten.mm.default, (rand(3, 4), rand(4, 5))),
+    (aten.bmm.default, (rand(4, 3, 16), rand(4, 16, 16))),
+    (aten.view.default, (x234, [4, -1])),
+    (aten._unsafe_view.default, (x234, [6, 4])),
+    (aten.reshape.default, (x234, [-1])),
+    (aten.permute.default, (x234, [2, 0, 1])),
+    (aten.t.default, (x34,)),
+    (aten.unsqueeze.default, (x34, -1)),
+    (aten.squeeze.dims, (rand(3, 1, 4, 1), [1, 2, -1])),
+    (aten.squeeze.dim, (rand(3, 1), 1)),
+    (aten.squeeze.default, (rand(1, 3, 1),)),
+    (aten.expand.default, (rand(1, 16), [32, -1])),
+    (aten.expand.default, (rand(3, 1), [2, 3, 4])),
+    (aten.cat.default, ([rand(2, 3), rand(2, 5)], 1)),
+    (aten.slice.Tensor, (x234, 2, 1, -1)),
+    (aten.slice.Tensor, (x234, 0, 0, 9223372036854775807)),
+    (aten.select.int, (x234, 1, -1)),
+    (aten.clone.default, (x34,)),
+    (aten.alias.default, (x34,)),
+    (aten.lift_fresh_copy.default, (x34,)),
+    (aten._to_copy.default, (torch.tensor([1, 2, 3]),), {"dtype": torch.float32}),
+    (aten.scalar_tensor.default, (0,), {"dtype": torch.int64}),
+    (aten.full.default, ([2, 3], 0.5), {"dtype": torch.float32}),
+    (aten.add.Tensor, (x34, rand(4)), {"alpha": 2}),
+    (aten.add.Scalar, (x34, 3)),
+    (aten.sub.Tensor, (1, x34)),
+    (aten.sub.Scalar, (x34, 0.5)),
+    (aten.rsub.Scalar, (x34, 2.0)),
+    (aten.mul.Tensor, (x34, rand(3, 1))),
+    (aten.mul.Scalar, (x34, -2.0)),
+    (aten.div.Tensor, (x34, 4.0)),
+    (aten.div.Tensor, (torch.tensor(7), torch.tensor(2))),
+    (aten.div.Scalar, (x34, 3)),
+    (aten.neg.default, (x34,)),
+    (aten.abs.default, (x34,)),
+    (aten.exp.default, (x34,)),
+    (aten.log.default, (rand(3, 4, low=0.1, high=2),)),
+    (aten.log1p.default, (rand(3, 4, low=0.0, high=1.0),)),
+    (aten.sqrt.default, (rand(3, 4, low=0.1, high=2),)),
+    (aten.rsqrt.default, (rand(3, 4, low=0.1, high=2),)),
+    (aten.relu.default, (x34,)),
+    (aten.sigmoid.default, (x34,)),
+    (aten.tanh.default, (x34,)),
+    (aten.minimum.default, (torch.tensor(0.0), x34)),
+    (aten.maximum.default, (x34, rand(3, 4))),
+    (aten.pow.Tensor_Scalar, (x34, 2)),
+    (aten.pow.Tensor_Scalar, (rand(3, 4, low=0.1, high=2), 1.5)),
+    (aten.where.self, (labels != -100, labels, torch.tensor(0))),
+    (aten.ne.Scalar, (labels, -100)),
+    (aten.ne.Tensor, (x34, x34.flip(0))),
+    (aten.eq.Scalar, (labels, 0)),
+    (aten.eq.Tensor, (labels, labels.flip(0))),
+    (aten.gt.Scalar, (x34, 0.0)),
+    (aten.gt.Tensor, (x34, rand(3, 4))),
+    (aten.ge.Scalar, (x34, 0.0)),
+    (aten.ge.Tensor, (x34, rand(3, 4))),
+    (aten.lt.Scalar, (x34, 0.0)),
+    (aten.lt.Tensor, (x34, rand(3, 4))),
+    (aten.le.Scalar, (x34, 0.0)),
+    (aten.le.Tensor, (x34, rand(3, 4))),
+    (aten.sum.dim_IntList, (labels != -100, [])),
+    (aten.sum.dim_IntList, (x234, [0, -1], True)),
+    (aten.sum.default, (x234,)),
+    (aten.mean.dim, (x234, [-1])),
+    (aten.mean.default, (x234,)),
+    (aten.amax.default, (x234, [1])),
+    (aten._softmax.default, (x234, -1, False)),
+    (aten._log_softmax.default, (x34, 1, False)),
+    (aten.native_layer_norm.default, (rand(2, 64), [64], rand(64), rand(64), 1e-5)),
+    (aten.embedding.default, (rand(10, 4), torch.tensor([3, 3, 0, 9], dtype=torch.int32))),
+    (aten.gather.default, (torch.log_softmax(rand(5, 10), 1), 1, labels.clamp(min=0).unsqueeze(1))),
+    (aten.gather.default, (rand(4, 3), 0, torch.tensor([[3, 0, 1], [2, 2, 0]]))),
+]
+
+
+@pytest.mark.parametrize("case", OP_CASES, ids=lambda c: str(c[0]))
+def test_aten_builder_matches_torch(case):
+    target, args, kwargs = (*case, {}) if len(case) == 2 else case
+    expected = target(*args, **kwargs)
+    got = lower_op(target, *[to_tf(a) for a in args], **kwargs)
+    close(got, expected)
+
+
+def test_every_builder_has_a_case():
+    tested = {c[0] for c in OP_CASES} | {operator.getitem}
+    assert set(ATEN_TO_TF) <= tested, sorted(map(str, set(ATEN_TO_TF) - tested))
+
+
+def test_lowering_rejects_unknown_ops_by_name():
+    class CumSum(nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, 0)
+
+    ep = torch.export.export(CumSum(), (rand(3),)).run_decompositions()
+    with pytest.raises(DcxError, match="cumsum"):
+        lower_aten_to_tf(ep)
+
+
+def test_lowered_graph_matches_module():
+    """The graph interpreter: state placeholders by PyTorch name, user inputs in order, tuple outputs."""
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+            self.register_buffer("shift", torch.arange(3.0))
+
+        def forward(self, x, y):
+            h = self.fc(x) + self.shift
+            return F.layer_norm(h, (3,)), (h * y).sum(1)
+
+    m = Two().eval()
+    x, y = rand(2, 4), rand(2, 3)
+    graph = lower_aten_to_tf(torch.export.export(m, (x, y)).run_decompositions())
+    state = {n: tf.constant(t.detach().numpy()) for n, t in [*m.named_parameters(), *m.named_buffers()]}
+    close(graph(state, to_tf(x), to_tf(y)), m(x, y))
+
+
+# ---------------------------------------------------------------- tf_builtin_gradients
+
+def tf_grads(fn, *tensors, upstream=None):
+    vs = [tf.Variable(t.numpy()) for t in tensors]
+    with tf.GradientTape() as tape:
+        y = fn(*vs)
+        loss = tf.reduce_sum(y * upstream) if upstream is not None else tf.reduce_sum(y)
+    return y, tape.gradient(loss, vs)
+
+
+def torch_grads(fn, *tensors, upstream=None):
+    ts = [t.clone().requires_grad_(True) for t in tensors]
+    y = fn(*ts)
+    loss = (y * upstream).sum() if upstream is not None else y.sum()
+    return y, torch.autograd.grad(loss, ts)
+
+
+UNARY = [
+    (bg.relu, torch.relu, torch.tensor([[-1.0, 0.0, 2.0], [0.5, -0.0, -3.0]])),
+    (bg.sigmoid, torch.sigmoid, rand(3, 4, low=-4, high=4)),
+    (bg.tanh, torch.tanh, rand(3, 4, low=-3, high=3)),
+    (bg.rsqrt, torch.rsqrt, rand(3, 4, low=0.1, high=3)),
+    (bg.sqrt, torch.sqrt, rand(3, 4, low=0.1, high=3)),
+    (bg.log1p, torch.log1p, rand(3, 4, low=0.0, high=1.0)),
+]
+
+
+@pytest.mark.parametrize("tf_fn,torch_fn,x", UNARY, ids=lambda v: getattr(v, "__name__", ""))
+def test_unary_gradient_matches_torch(tf_fn, torch_fn, x):
+    up = rand(*x.shape)
+    (y, (gx,)), (ty, (tgx,)) = tf_grads(tf_fn, x, upstream=to_tf(up)), torch_grads(torch_fn, x, upstream=up)
+    close(y, ty)
+    close(gx, tgx)
+
+
+@pytest.mark.parametrize("n,c,h,w,o,k,stride", [
+    (4, 1, 30, 30, 4, 3, (2, 2)),  # DC-CCL's conv1 after padding: (H - k) % stride != 0
+    (3, 2, 7, 9, 5, 3, (1, 1)),
+    (2, 3, 11, 8, 2, 2, (3, 2)),
+])
+def test_conv2d_gradients_match_torch(n, c, h, w, o, k, stride):
+    x, wt = rand(n, c, h, w), rand(o, c, k, k)
+    up = rand(*F.conv2d(x, wt, stride=stride).shape)
+
+    def tf_conv(x, w):
+        return tf.transpose(bg.conv2d(tf.transpose(x, [0, 2, 3, 1]), tf.transpose(w, [2, 3, 1, 0]), stride),
+                            [0, 3, 1, 2])
+
+    (y, (gx, gw)) = tf_grads(tf_conv, x, wt, upstream=to_tf(up))
+    (ty, (tgx, tgw)) = torch_grads(lambda x, w: F.conv2d(x, w, stride=stride), x, wt, upstream=up)
+    close(y, ty)
+    close(gx, tgx)
+    close(gw, tgw, atol=2e-5)
+
+
+def test_gather_rows_gradient_sums_repeated_rows():
+    table, idx = rand(6, 3), torch.tensor([[1, 1], [5, 0]], dtype=torch.int32)
+    up = rand(2, 2, 3)
+    (y, (gt,)) = tf_grads(lambda t: bg.gather_rows(t, to_tf(idx)), table, upstream=to_tf(up))
+    (ty, (tgt,)) = torch_grads(lambda t: F.embedding(idx, t), table, upstream=up)
+    close(y, ty)
+    close(gt, tgt)
+
+
+@pytest.mark.parametrize("shape,target", [((1, 16), [32, 16]), ((3, 1), [2, 3, 4])])
+def test_broadcast_to_gradient_reduces_broadcast_axes(shape, target):
+    x = rand(*shape)
+    up = rand(*target)
+    (y, (gx,)) = tf_grads(lambda v: bg.broadcast_to(v, target), x, upstream=to_tf(up))
+    (ty, (tgx,)) = torch_grads(lambda v: v.expand(*target), x, upstream=up)
+    close(y, ty)
+    close(gx, tgx)
+
+
+def _convert(fn, specs, builtins_only=True):
+    cf = tf.function(fn, input_signature=specs).get_concrete_function()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([cf])
+    conv.target_spec.supported_ops = ([tf.lite.OpsSet.TFLITE_BUILTINS] if builtins_only else
+                                      [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS])
+    return conv.convert()
+
+
+def _conv_relu_grads(conv, relu):
+    def fn(x, w):
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            y = tf.reduce_sum(relu(conv(x, w, (2, 2))))
+        return tape.gradient(y, w)
+
+    return fn
+
+
+def _tf_conv(x, w, s):
+    return tf.nn.conv2d(x, w, [1, *s, 1], "VALID")
+
+
+CONV_SPECS = [tf.TensorSpec([2, 9, 9, 3], tf.float32), tf.TensorSpec([3, 3, 3, 4], tf.float32)]
+
+
+def test_builtin_gradients_convert_with_builtins_only():
+    model = _convert(_conv_relu_grads(bg.conv2d, bg.relu), CONV_SPECS)
+    assert non_builtin_ops(model) == []
+    assert {"CONV_2D", "TRANSPOSE"} <= set(operator_histogram(model))
+
+
+def test_tf_own_gradients_are_not_builtins():
+    """Why the pass exists: TF's ReluGrad / Conv2DBackpropFilter are Flex ops."""
+    with pytest.raises(Exception, match="ReluGrad|Conv2DBackpropFilter"):
+        _convert(_conv_relu_grads(_tf_conv, tf.nn.relu), CONV_SPECS)
+
+
+# ---------------------------------------------------------------- tf_builtin_ops_only
+
+@pytest.fixture(scope="module")
+def flex_model() -> bytes:
+    """A model that needs the Flex delegate: TF's own ReLU gradient."""
+    return _convert(_conv_relu_grads(bg.conv2d, tf.nn.relu), CONV_SPECS, builtins_only=False)
+
+
+def test_operator_codes_of_a_builtin_model():
+    model = _convert(lambda x: tf.nn.relu(x) * 2.0, [tf.TensorSpec([3], tf.float32)])
+    assert all(builtin for _, builtin in operator_codes(model))
+    assert operator_histogram(model)["MUL"] + operator_histogram(model)["RELU"] >= 1
+    check_builtin_ops_only(model)  # no error
+
+
+def test_builtin_only_check_rejects_flex(flex_model):
+    assert non_builtin_ops(flex_model) == ["FlexReluGrad"]
+    with pytest.raises(DcxError, match=r"some/where\.tflite.*FlexReluGrad"):
+        check_builtin_ops_only(flex_model, "some/where.tflite")
+
+
+# ---------------------------------------------------------------- tf_signatures
+
+class _TinyLoss(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.frozen = nn.Linear(5, 4).requires_grad_(False)
+        self.head = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+
+    def forward(self, x, y):
+        return F.cross_entropy(self.head(torch.relu(self.frozen(x))), y)
+
+
+def _tiny_program():
+    x, y = rand(8, 5), torch.randint(0, 3, (8,), generator=g)
+    return DeviceProgram("tiny.train", "train", _TinyLoss(), (x, y), ("x", "label"), ("loss",), "tiny",
+                         optimizer=SGD(0.5))
+
+
+def test_signatures_train_like_pytorch_sgd():
+    program = _tiny_program()
+    specs = build_tf_signatures(program, lower_aten_to_tf(torch.export.export(
+        program.module, program.example_inputs).run_decompositions()))
+    assert set(specs.functions) == {"train", "infer", "save", "restore"}
+    batches = [(rand(8, 5), torch.randint(0, 3, (8,), generator=g)) for _ in range(5)]
+    losses, weights = program.reference_training(batches)
+    initial = {k: v.numpy() for k, v in specs.functions["save"]().items()}
+    tf_losses = [float(specs.functions["train"](*[to_tf(t) for t in b])["loss"]) for b in batches]
+    np.testing.assert_allclose(tf_losses, losses, rtol=1e-5)
+    saved = specs.functions["save"]()
+    assert set(saved) == set(program.trainable)  # frozen weights are constants, not variables
+    for name, w in weights.items():
+        close(saved[name], w)
+    restored = specs.functions["restore"](**{n: tf.constant(v) for n, v in initial.items()})
+    for name, v in initial.items():
+        close(restored[name], torch.from_numpy(v))
+    close(specs.functions["infer"](*[to_tf(t) for t in batches[0]])["loss"], torch.tensor(losses[0]))
+
+
+def test_inference_program_gets_infer_only():
+    m = nn.Sequential(nn.Linear(4, 2)).requires_grad_(False)
+    program = DeviceProgram("tiny.infer", "infer", m, (rand(1, 4),), ("x",), ("y",), "tiny")
+    specs = build_tf_signatures(program, lower_aten_to_tf(torch.export.export(m, program.example_inputs)
+                                                          .run_decompositions()))
+    assert set(specs.functions) == {"infer"}
+    close(specs.functions["infer"](to_tf(program.example_inputs[0]))["y"], m(program.example_inputs[0]))
+
+
+def test_aten_to_tf_module_has_no_hand_written_model():
+    """The lowering is a table of ATen ops: it names no model, layer or recipe."""
+    import inspect
+
+    src = inspect.getsource(aten_to_tf)
+    for word in ("ConvNet", "ICIIA", "Recommender", "SampleClassifier", "dcx.recipes", "dcx.models"):
+        assert word not in src
