@@ -6,21 +6,12 @@ verify, profile and simulate treat every backend alike.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from dcx.errors import DcxError
-
-RUNTIME_MODULES = {
-    "executorch": "dcx.runtimes.executorch",
-    "tflite": "dcx.runtimes.tflite",
-    "coreml": "dcx.runtimes.coreml",
-    "onnx": "dcx.runtimes.onnx",
-}
-
+from dcx.backends import import_backend
 
 class Session(Protocol):
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
@@ -58,11 +49,5 @@ class Runtime(Protocol):
 
 
 def get_runtime(fmt: str) -> Runtime:
-    if fmt not in RUNTIME_MODULES:
-        raise DcxError(f"no host runtime for format {fmt!r}: known formats are {', '.join(RUNTIME_MODULES)}")
-    try:
-        module = importlib.import_module(RUNTIME_MODULES[fmt])
-    except ImportError as e:
-        raise DcxError(f"the {fmt} runtime needs a package that is not installed ({e.name}): "
-                       f"pip install 'dcx[{fmt}]' or run `make setup`") from None
-    return module.RUNTIME
+    """The module ``dcx.runtimes.<fmt>`` defines ``RUNTIME``."""
+    return import_backend("dcx.runtimes", fmt).RUNTIME

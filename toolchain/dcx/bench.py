@@ -18,7 +18,6 @@ from typing import Callable
 import torch
 
 from dcx.errors import DcxError
-from dcx.export import EXPORTER_MODULES
 from dcx.export.manifest import read_manifest
 from dcx.export.pipeline import export
 from dcx.programs import DeviceProgram
@@ -51,9 +50,8 @@ def bench_runtimes(recipe: str = "all", rounds: int = 15, warmup: int = 3,
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "artifacts"
-        formats = [f for f in TRAINING_RUNTIMES if f in EXPORTER_MODULES]
         export_seconds = {}
-        for fmt in formats:
+        for fmt in TRAINING_RUNTIMES:
             summary = export(recipe, fmt, out, force=True, progress=progress)
             if summary.failed:
                 raise DcxError(f"bench: exporting {fmt} failed: {summary.failed[0]['error']}")

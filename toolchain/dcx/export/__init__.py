@@ -8,21 +8,13 @@ Adding a backend means one exporter here and one runtime in ``dcx.runtimes``.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from dcx.errors import DcxError
+from dcx.backends import FORMATS, check_format, import_backend
 from dcx.programs import DeviceProgram
 
-# format name -> module under dcx.export defining ``EXPORTER``
-EXPORTER_MODULES = {
-    "executorch": "dcx.export.executorch",
-    "tflite": "dcx.export.tflite",
-    "coreml": "dcx.export.coreml",
-    "onnx": "dcx.export.onnx",
-}
 
 
 @dataclass
@@ -56,19 +48,9 @@ class Exporter(Protocol):
 
 
 def get_exporter(fmt: str) -> Exporter:
-    if fmt not in EXPORTER_MODULES:
-        raise DcxError(f"unknown format {fmt!r}: choose one of {', '.join(EXPORTER_MODULES)} or all")
-    try:
-        module = importlib.import_module(EXPORTER_MODULES[fmt])
-    except ImportError as e:
-        raise DcxError(f"format {fmt!r} needs a package that is not installed ({e.name}): "
-                       f"pip install 'dcx[{fmt}]' or run `make setup`") from None
-    return module.EXPORTER
+    """The module ``dcx.export.<fmt>`` defines ``EXPORTER``."""
+    return import_backend("dcx.export", fmt).EXPORTER
 
 
 def resolve_formats(fmt: str) -> list[str]:
-    if fmt == "all":
-        return list(EXPORTER_MODULES)
-    if fmt not in EXPORTER_MODULES:
-        raise DcxError(f"unknown format {fmt!r}: choose one of {', '.join(EXPORTER_MODULES)} or all")
-    return [fmt]
+    return list(FORMATS) if fmt == "all" else [check_format(fmt)]
