@@ -18,7 +18,10 @@ class Session(Protocol):
         """Inference (a training artifact runs its inference signature / forward)."""
 
     def train_step(self, *inputs_and_targets: np.ndarray) -> float:
-        """One on-device SGD step on a batch; returns the loss before the update."""
+        """One on-device SGD step on a batch; returns the loss before the update.
+
+        Raises NotImplementedError where the host cannot drive the runtime's training (verify reports 'skipped').
+        """
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Trainable weights keyed by the PyTorch parameter names."""
