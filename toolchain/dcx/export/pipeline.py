@@ -119,6 +119,17 @@ def export(recipe: str, fmt: str, out: Path, *, force: bool = False, seed: int =
     return summary
 
 
+def _notes(program, fmt: str, info) -> dict:
+    from dcx.models.partitioned_linear import PartitionedLinear
+
+    notes = {**program.notes, **info.notes}
+    if "fused_kernels" not in notes and any(isinstance(m, PartitionedLinear) for m in program.module.modules()):
+        notes.setdefault("partitioned_linear", f"lowered to {fmt}'s batched matmul + transpose/reshape for the "
+                         "partition split and the channel shuffle; the fused dcx:: kernel is ExecuTorch-only "
+                         "(--fused-kernels), since this runtime's Python package cannot register custom kernels")
+    return notes
+
+
 def _entry(program, fmt: str, path: Path, info, versions: dict, seconds: float) -> dict:
     return {
         "recipe": program.recipe,
@@ -138,6 +149,6 @@ def _entry(program, fmt: str, path: Path, info, versions: dict, seconds: float) 
         "versions": versions,
         "weights": info.weights,
         "deviations": info.deviations,
-        "notes": {**program.notes, **info.notes},
+        "notes": _notes(program, fmt, info),
         "export_seconds": round(seconds, 3),
     }
