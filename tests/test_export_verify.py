@@ -160,3 +160,12 @@ def test_verify_reports_damaged_artifacts(exported, tmp_path, damage):
     else:
         line = next(line for line in r.stdout.splitlines() if line.startswith("dcccl.infer.onnx"))
         assert "FAIL" in line and ("missing" in line or "sha256 mismatch" in line)
+
+
+def test_fused_kernel_export_puts_the_dcx_op_in_the_pte_and_verifies(tmp_path):
+    out = tmp_path / "fused"
+    summary = export("iciia", "executorch", out, options=ExportOptions(fused_kernels=True))
+    assert not summary.failed and "4 PartitionedLinear" in summary.written[0]["notes"]["fused_kernels"]
+    rows = verify(out)
+    assert all(r.ok for r in rows), rows
+    assert {r.check for r in rows if r.verdict == "pass"} >= {"fused_op_present", "forward"}

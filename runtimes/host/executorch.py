@@ -57,7 +57,20 @@ class ExecuTorchRuntime:
         return importlib.metadata.version("executorch")
 
     def static_checks(self, path: Path, entry: dict) -> list[Check]:
-        return []
+        """The operators the program calls; a --fused-kernels export must call the dcx:: op."""
+        from executorch.exir._serialize._program import deserialize_pte_binary
+
+        try:
+            program = deserialize_pte_binary(path.read_bytes())
+        except Exception as e:  # a damaged file is a failed check, not a crash
+            return [Check("pte_parses", False, None, f"{path.name}: {type(e).__name__}: {e}".splitlines()[0])]
+        program = getattr(program, "program", program)
+        ops = {f"{o.name}.{o.overload}" for plan in program.execution_plan for o in plan.operators}
+        rows = [Check("pte_parses", True, None, f"{len(ops)} distinct operators")]
+        if entry.get("notes", {}).get("fused_kernels"):
+            fused = "dcx::shuffled_partitioned_linear.out" in ops
+            rows.append(Check("fused_op_present", fused, None, "" if fused else "the .pte calls no dcx:: op"))
+        return rows
 
     def load(self, path: Path, entry: dict) -> ExecuTorchSession:
         if entry.get("notes", {}).get("fused_kernels"):

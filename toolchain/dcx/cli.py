@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import json
 import sys
@@ -126,7 +127,22 @@ def verify_cmd(out: str, json_path: str | None, program_filter: str | None) -> N
         raise SystemExit(1)
 
 
-@cli.group()
+class LazyGroup(click.Group):
+    """Subcommands defined next to what they measure, imported only when invoked (keeps `dcx --help` fast)."""
+
+    lazy = {"kernels": "dcx.kernels.bench:bench_kernels"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@cli.group(cls=LazyGroup)
 def bench() -> None:
     """Benchmarks: side by side in one run, single-threaded, reported as ratios."""
 
@@ -151,16 +167,6 @@ def bench_runtimes_cmd(recipe_name: str, rounds: int, json_path: str | None, mar
             "# On-device training step per runtime\n\nWritten by `dcx bench runtimes --markdown "
             f"{markdown_path}` (single-threaded, {rounds} interleaved rounds, medians; ratios to PyTorch eager "
             "measured in the same run).\n\n```\n" + table + "\n```\n")
-
-
-@bench.command("kernels")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the rows as JSON")
-@click.pass_context
-def bench_kernels_cmd(ctx: click.Context, json_path: str | None) -> None:
-    """The fused shuffled partitioned linear kernel against PyTorch formulations (writes benchmarks/README.md)."""
-    from dcx.kernels.bench import bench_kernels
-
-    ctx.invoke(bench_kernels, json_path=json_path)
 
 
 @cli.command()
