@@ -120,13 +120,15 @@ def export(recipe: str, fmt: str, out: Path, *, force: bool = False, seed: int =
 
 
 def _notes(program, fmt: str, info) -> dict:
+    """The program's and the exporter's notes, plus how ICIIA's partitioned projection runs in this format."""
+    from dcx.kernels import lowering_note
     from dcx.models.partitioned_linear import PartitionedLinear
 
     notes = {**program.notes, **info.notes}
-    if "fused_kernels" not in notes and any(isinstance(m, PartitionedLinear) for m in program.module.modules()):
-        notes.setdefault("partitioned_linear", f"lowered to {fmt}'s batched matmul + transpose/reshape for the "
-                         "partition split and the channel shuffle; the fused dcx:: kernel is ExecuTorch-only "
-                         "(--fused-kernels), since this runtime's Python package cannot register custom kernels")
+    if any(isinstance(m, PartitionedLinear) for m in program.module.modules()):
+        fused = "fused_kernels" in notes
+        notes.setdefault("partitioned_linear", lowering_note(fmt) if fmt != "executorch" or fused else
+                         "ATen bmm + transpose/reshape; pass --fused-kernels for the fused dcx:: op")
     return notes
 
 
