@@ -12,6 +12,7 @@ import copy
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -63,10 +64,10 @@ def bench_runtimes(recipe: str = "all", rounds: int = 15, warmup: int = 3,
             program = get_program(name, manifest["seed"])
             batch = program.example_batches(1)[0]
             np_batch = [t.numpy() for t in batch]
-            steps: dict[str, Callable[[], float]] = {"eager": lambda s=eager_step(program): s(*batch)}
+            steps: dict[str, Callable[[], float]] = {"eager": partial(eager_step(program), *batch)}
             for e in (e for e in train_entries if e["program"] == name):
                 session = get_runtime(e["format"]).load(out / e["file"], e)
-                steps[e["format"]] = lambda s=session: s.train_step(*np_batch)
+                steps[e["format"]] = partial(session.train_step, *np_batch)
             times: dict[str, list[float]] = {k: [] for k in steps}
             for r in range(warmup + rounds):
                 for k, step in steps.items():

@@ -9,6 +9,7 @@ at the end (weights) with eager PyTorch.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,11 @@ def check_training(session, program: DeviceProgram, steps: int = TRAIN_STEPS) ->
     return loss_err, weight_err, losses
 
 
+def _add_row(rows: list[Row], artifact: str, fmt: str, check: str, error: float | None, ok: bool, detail: str = "",
+             verdict: str | None = None) -> None:
+    rows.append(Row(artifact, fmt, check, error, ok, verdict or ("pass" if ok else "FAIL"), detail))
+
+
 def verify(out: Path, *, program_filter: str | None = None) -> list[Row]:
     out = Path(out)
     manifest = read_manifest(out)
@@ -72,8 +78,7 @@ def verify(out: Path, *, program_filter: str | None = None) -> list[Row]:
         if program_filter and not entry["program"].startswith(program_filter):
             continue
         name, fmt = entry["file"], entry["format"]
-        add = lambda check, err, ok, detail="", verdict=None: rows.append(  # noqa: E731
-            Row(name, fmt, check, err, ok, verdict or ("pass" if ok else "FAIL"), detail))
+        add = partial(_add_row, rows, name, fmt)
         path = out / name
         if not path.exists():
             add("integrity", None, False, f"{path} is missing: re-run dcx export")

@@ -168,7 +168,7 @@ def evaluate_clients(backbone: ConvNet, iciia: ICIIA, test: ImageSet, cfg: ICIIA
     rng = np.random.default_rng(seed)
     lo, hi = cfg.classes_per_client
     labels = test.labels.numpy()
-    for c, (classes, idx) in enumerate(class_subset_clients(labels, num_clients, hi, samples, seed)):
+    for classes, idx in class_subset_clients(labels, num_clients, hi, samples, seed):
         classes = classes[: int(rng.integers(lo, hi + 1))]
         idx = idx[np.isin(labels[idx], classes)]
         cache = FeatureCache(cfg.cache_size, cfg.feature_dim, "fifo")
