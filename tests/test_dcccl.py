@@ -81,3 +81,14 @@ def test_heterogeneous_mode_end_to_end():
     m = recipe.evaluate()
     assert m["mimic_mse_last_epoch"] < m["mimic_mse_first_epoch"]
     assert m["acc_controlled_per_device"] > m["acc_cloud_only"] + 0.03
+
+
+def test_baselines_order_as_in_the_paper():
+    """Controlled devices beat cloud-only; device-only S is far behind; central training is the bound."""
+    recipe = get_recipe("dcccl")
+    recipe.cfg = CFG
+    for seed in (0, 1):
+        m = recipe.evaluate(seed)
+        assert m["acc_controlled_per_device"] > m["acc_cloud_only"] + 0.02, m
+        assert m["acc_device_only_small"] < m["acc_controlled_per_device"] - 0.1, m
+        assert m["acc_central_upper_bound"] > m["acc_cloud_only"] + 0.05, m

@@ -209,9 +209,12 @@ class DCCCL:
         return [train, infer]
 
     def evaluate(self, seed: int = 0) -> dict[str, float]:
-        """The method end to end on Fashion-MNIST: cloud phase, one controlled round on every device, FedAvg.
+        """The method end to end on Fashion-MNIST, with the baselines of DESIGN.md 1.1.
 
-        Accuracies are of the served model ``L + S`` on the devices' test distributions (mean over devices).
+        Accuracies are means over devices, each on test images drawn with that device's class mix:
+        cloud-only ``L + S``; device-only S (trained from scratch on the device's samples alone);
+        ``L + S_k`` after one controlled round on each device, and after FedAvg of the S_k; the same
+        without the mimic (uncontrolled); and the upper bound, ``L + S`` trained centrally on all raw samples.
         """
         cfg = self.cfg
         sc = make_scenario(cfg, seed)
@@ -219,21 +222,35 @@ class DCCCL:
         train_cloud(large, small, sc.cloud, cfg, seed)
         mimic = make_mimic(cfg, seed)
         errors = distill_mimic(mimic, large, sc.cloud, cfg, seed)
-        served = lambda s: SummedLogits(large, s)  # noqa: E731
-        mean_acc = lambda s: sum(accuracy(served(s), t.images, t.labels) for t in sc.device_tests) / len(sc.devices)  # noqa: E731
+        tests = sc.device_tests
+
+        def served(large_: nn.Module, small_: nn.Module) -> float:
+            return sum(accuracy(SummedLogits(large_, small_), t.images, t.labels) for t in tests) / len(tests)
+
+        def fused(smalls: list[nn.Module]) -> nn.Module:
+            model = copy.deepcopy(small)
+            model.load_state_dict(fedavg([s.state_dict() for s in smalls], [len(d) for d in sc.devices]))
+            return model.eval()
+
         controlled = [device_update(mimic, small, d, cfg, seed + k) for k, d in enumerate(sc.devices)]
-        uncontrolled = [device_update(mimic, small, d, cfg, seed + k, controlled=False) for k, d in enumerate(sc.devices)]
-        counts = [len(d) for d in sc.devices]
-        fused, fused_unc = small.__class__(small.channels, small.hidden), small.__class__(small.channels, small.hidden)
-        fused.load_state_dict(fedavg([s.state_dict() for s in controlled], counts))
-        fused_unc.load_state_dict(fedavg([s.state_dict() for s in uncontrolled], counts))
-        per_device = sum(accuracy(served(s), t.images, t.labels) for s, t in zip(controlled, sc.device_tests))
+        uncontrolled = [device_update(mimic, small, d, cfg, seed + k, controlled=False)
+                        for k, d in enumerate(sc.devices)]
+        fresh_small = make_submodels(DCCCLConfig(**{**cfg.__dict__, "heterogeneous": False}), seed + 1)[1]
+        device_only = [device_update(mimic, fresh_small, d, cfg, seed + k, controlled=False)
+                       for k, d in enumerate(sc.devices)]
+        central_large, central_small = make_submodels(cfg, seed)
+        everything = ImageSet(torch.cat([sc.cloud.images, *(d.images for d in sc.devices)]),
+                              torch.cat([sc.cloud.labels, *(d.labels for d in sc.devices)]))
+        train_cloud(central_large, central_small, everything, cfg, seed)
         return {
             "mimic_mse_first_epoch": errors[0], "mimic_mse_last_epoch": errors[-1],
-            "acc_cloud_only": mean_acc(small),
-            "acc_controlled_per_device": per_device / len(sc.devices),
-            "acc_controlled_fedavg": mean_acc(fused.eval()),
-            "acc_uncontrolled_fedavg": mean_acc(fused_unc.eval()),
+            "acc_cloud_only": served(large, small),
+            "acc_device_only_small": sum(accuracy(s, t.images, t.labels) for s, t in zip(device_only, tests)) / len(tests),
+            "acc_controlled_per_device": sum(accuracy(SummedLogits(large, s), t.images, t.labels)
+                                             for s, t in zip(controlled, tests)) / len(tests),
+            "acc_controlled_fedavg": served(large, fused(controlled)),
+            "acc_uncontrolled_fedavg": served(large, fused(uncontrolled)),
+            "acc_central_upper_bound": served(central_large, central_small),
         }
 
     def device_batches(self, steps: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
