@@ -21,7 +21,7 @@ from dcx.errors import DcxError
 from dcx.export import ExportOptions
 from dcx.recipes import resolve_recipes
 
-ct = pytest.importorskip("coremltools")
+import coremltools as ct  # noqa: E402  (installed by the set-up)
 
 from dcx.export.coreml import EXPORTER, build_updatable  # noqa: E402
 from dcx.export.passes.coreml_backprop_layers import to_backprop_layers  # noqa: E402

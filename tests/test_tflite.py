@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("tensorflow")
-pytest.importorskip("ai_edge_litert")
+import ai_edge_litert  # noqa: E402,F401  (installed by the set-up: a missing one must fail, not skip)
+import tensorflow  # noqa: E402,F401
 
 from dcx.errors import DcxError  # noqa: E402
 from dcx.export import ExportOptions, get_exporter  # noqa: E402

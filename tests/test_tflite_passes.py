@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-tf = pytest.importorskip("tensorflow")
+import tensorflow as tf  # noqa: E402  (installed by the set-up)
 
 from dcx.errors import DcxError  # noqa: E402
 from dcx.export.passes import aten_to_tf  # noqa: E402
