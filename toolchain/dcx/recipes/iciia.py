@@ -14,7 +14,7 @@ which divides their parameters and FLOPs by P.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -211,20 +211,25 @@ class ICIIARecipe:
             ("logits", "feature"), f"backbone + ICIIA (P={cfg.partitions}) over an n={cfg.cache_size} feature cache",
             notes={"cache": "the app keeps the n x d cache (FIFO/reservoir) from the 'feature' output"})]
 
-    def evaluate(self, seed: int = 0) -> dict[str, float]:
-        """One-time training on Fashion-MNIST, then mean per-client accuracy on class-subset test clients."""
-        cfg = self.cfg
+    def evaluate(self, seed: int = 0, partitions: tuple[int, ...] = (1, 4, 16)) -> dict[str, float]:
+        """One-time training on Fashion-MNIST, then mean per-client accuracy on class-subset test clients.
+
+        One backbone; one ICIIA module per P (the configured P is reported as ``acc_iciia``), each with its
+        FLOPs overhead over the backbone for one image.
+        """
         train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
-        data = train.subset(np.random.default_rng(seed).choice(len(train), cfg.backbone_samples, replace=False))
-        backbone = train_backbone(data, cfg, seed)
-        iciia = train_iciia(backbone, data, cfg, seed)
-        clients = evaluate_clients(backbone, iciia, test, cfg, seed=seed + 1)
-        program = self.device_programs(seed, backbone, iciia)[0]
-        flops_iciia = program.flops()["forward"]
+        data = train.subset(np.random.default_rng(seed).choice(len(train), self.cfg.backbone_samples, replace=False))
+        backbone = train_backbone(data, self.cfg, seed)
         with FlopCounterMode(display=False) as fc:
-            backbone(program.example_inputs[0])
-        return {
-            "acc_backbone": float(np.mean([c.backbone for c in clients])),
-            "acc_iciia": float(np.mean([c.iciia for c in clients])),
-            "flops_overhead_pct": 100.0 * (flops_iciia - fc.get_total_flops()) / fc.get_total_flops(),
-        }
+            backbone(torch.zeros(1, 1, 28, 28))
+        result: dict[str, float] = {}
+        for p in sorted({*partitions, self.cfg.partitions}):
+            cfg = replace(self.cfg, partitions=p)
+            iciia = train_iciia(backbone, data, cfg, seed)
+            clients = evaluate_clients(backbone, iciia, test, cfg, seed=seed + 1)
+            program = ICIIARecipe(cfg).device_programs(seed, backbone, iciia)[0]
+            result["acc_backbone"] = float(np.mean([c.backbone for c in clients]))
+            result[f"acc_iciia_p{p}"] = float(np.mean([c.iciia for c in clients]))
+            result[f"flops_overhead_pct_p{p}"] = 100.0 * (program.flops()["forward"] - fc.get_total_flops()) / fc.get_total_flops()
+        result["acc_iciia"] = result[f"acc_iciia_p{self.cfg.partitions}"]
+        return result
