@@ -12,6 +12,7 @@ prediction; it is a child of the loss input, never its ancestor.
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -27,34 +28,33 @@ class FrozenOffset:
     sum_output: str  # "logits": M(x) + S(x)
 
 
-def _depends_on_trainable(node: fx.Node, trainable: set[str], gm: fx.GraphModule) -> bool:
+def _upstream(node: fx.Node) -> Iterator[fx.Node]:
+    """``node`` and every node it depends on, each once (depth first)."""
     seen, stack = set(), [node]
     while stack:
         n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
+        if n not in seen:
+            seen.add(n)
+            yield n
+            stack.extend(n.all_input_nodes)
+
+
+def _depends_on_trainable(node: fx.Node, trainable: set[str], gm: fx.GraphModule) -> bool:
+    for n in _upstream(node):
         if n.op == "get_attr" and n.target in trainable:
             return True
         if n.op == "call_module":
             own = (f"{n.target}.{p}" for p, _ in gm.get_submodule(n.target).named_parameters())
             if any(name in trainable for name in own):
                 return True
-        stack.extend(n.all_input_nodes)
     return False
 
 
 def _module_prefix(node: fx.Node) -> str:
     """The top-level module the term comes from (``small`` for ``small.fc2``)."""
-    seen, stack = set(), [node]
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
+    for n in _upstream(node):
         if n.op in ("call_module", "get_attr"):
             return str(n.target).split(".")[0]
-        stack.extend(n.all_input_nodes)
     return "term"
 
 
