@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from dcx.errors import DcxError
-from dcx.export import ExportOptions
 from dcx.recipes import resolve_recipes
 
 import coremltools as ct  # noqa: E402  (installed by the set-up)
@@ -26,28 +26,18 @@ import coremltools as ct  # noqa: E402  (installed by the set-up)
 from dcx.export.coreml import EXPORTER, build_updatable  # noqa: E402
 from dcx.export.passes.coreml_backprop_layers import to_backprop_layers  # noqa: E402
 from dcx.export.passes.coreml_frozen_offset import split_frozen_offset  # noqa: E402
-from dcx.export.passes.coreml_interpreter import NNInterpreter  # noqa: E402
-from dcx.export.passes.coreml_loss_head import gradient_matching_target  # noqa: E402
 from dcx.export.passes.coreml_split_loss import placeholder_names, split_loss  # noqa: E402
 from dcx.export.passes.coreml_static_shapes import specialize_shapes, trace_named  # noqa: E402
-from dcx.export.passes.coreml_updatable_rule import backprop_reachable, check_updatable_model  # noqa: E402
+from dcx.export.pipeline import export_programs  # noqa: E402
+from dcx.formats.coreml import gradient_matching_target  # noqa: E402
+from dcx.formats.coreml.interpreter import NNInterpreter  # noqa: E402
+from dcx.formats.coreml.updatable_rules import backprop_reachable, check_updatable_model  # noqa: E402
+from dcx.manifest import read_manifest  # noqa: E402
+from dcx.reference import ProgramReference  # noqa: E402
 from dcx.runtimes.coreml import RUNTIME  # noqa: E402
-from dcx.verify import LOSS_TOL, WEIGHT_TOL, check_training  # noqa: E402
+from dcx.verification import DEFAULT_TOLERANCE, training_errors  # noqa: E402
 
 MACOS = sys.platform == "darwin"
-
-
-def _entry(program, path, info) -> dict:
-    """The manifest entry ``dcx export`` writes, built the same way."""
-    return {
-        "recipe": program.recipe, "program": program.name, "kind": program.kind, "format": "coreml",
-        "file": path.name, "inputs": [s.as_dict() for s in program.input_specs()],
-        "outputs": next(iter(info.signatures.values()))["outputs"],
-        "trainable": {n: list(p.shape) for n, p in program.trainable.items()},
-        "frozen": {n: list(t.shape) for n, t in program.frozen.items()},
-        "optimizer": {"type": "sgd", "lr": program.optimizer.lr} if program.optimizer else None,
-        **dataclasses.asdict(info), "notes": {**program.notes, **info.notes},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +47,12 @@ def programs():
 
 @pytest.fixture(scope="module")
 def exported(programs, tmp_path_factory):
-    """Every device program exported once: name -> (program, path, entry)."""
+    """Every device program exported once to Core ML: name -> (program, path, entry, reference)."""
     out = tmp_path_factory.mktemp("coreml")
-    result = {}
-    for name, program in programs.items():
-        path = out / f"{name}{EXPORTER.suffix_for(program)}"
-        info = EXPORTER.export(program, path, ExportOptions())
-        result[name] = (program, path, _entry(program, path, info))
-    return result
+    summary = export_programs(list(programs.values()), out, "coreml")
+    assert not summary.failed, summary.failed
+    return {e.program: (programs[e.program], out / e.file, e, ProgramReference.load(out / e.reference.file))
+            for e in read_manifest(out).artifacts}
 
 
 # ---------------------------------------------------------------- the exporter, end to end
@@ -78,25 +66,26 @@ def test_suffixes(programs):
 def test_every_program_exports(exported):
     assert set(exported) == {"dcccl.train", "dcccl.infer", "iciia.infer", "coda.classifier.train",
                              "coda.classifier.infer", "coda.recommender.train", "coda.recommender.infer"}
-    for name, (program, path, entry) in exported.items():
+    for name, (program, path, entry, _) in exported.items():
         assert path.exists(), name
         if program.kind == "train":
             assert path.is_file() and path.suffix == ".mlmodel"
-            assert set(entry["signatures"]) == {"predict", "train"}
-            assert set(program.trainable) <= set(entry["weights"])
+            assert set(entry.signatures) == {"predict", "train"}
+            assert set(program.trainable) <= set(entry.weights)
         else:
             assert path.is_dir() and (path / "Manifest.json").exists()
-            assert entry["outputs"] == [{"name": n, "shape": list(t.shape), "dtype": "float32"}
-                                        for n, t in zip(program.output_names, program.run(*program.example_inputs))]
+            assert [(o.name, list(o.shape), o.dtype) for o in entry.outputs] == \
+                [(n, list(t.shape), "float32") for n, t in zip(program.output_names,
+                                                               program.run(*program.example_inputs))]
 
 
 def test_static_checks_pass_on_every_artifact(exported):
-    for name, (_, path, entry) in exported.items():
+    for name, (_, path, entry, _) in exported.items():
         rows = RUNTIME.static_checks(path, entry)
         failed = [r for r in rows if not r.ok]
         assert not failed, f"{name}: {failed}"
         checks = {r.check for r in rows}
-        if entry["kind"] == "train":
+        if entry.kind == "train":
             assert {"coreml_updatable_layers", "coreml_loss_layer", "coreml_optimizer", "coreml_updatable_rules",
                     "coreml_reference_execution", "coreml_deviation_measured"} <= checks
         else:
@@ -118,17 +107,19 @@ def test_training_artifacts_are_updatable_as_designed(exported):
     spec = ct.utils.load_spec(str(exported["coda.recommender.train"][1]))
     assert [layer.name for layer in spec.neuralNetwork.layers if layer.isUpdatable] == ["model.mlp.0", "model.mlp.2"]
     entry = exported["coda.recommender.train"][2]
-    assert any("model.user_vec" in d and "model.genre.weight" in d for d in entry["deviations"])
+    assert any({"model.user_vec", "model.genre.weight"} <= set(d.parameters) for d in entry.deviations)
 
 
 def test_static_checks_catch_a_mismatch(exported, tmp_path):
-    _, path, entry = exported["coda.classifier.train"]
-    wrong_lr = {**entry, "optimizer": {"type": "sgd", "lr": 0.1}}
+    _, path, entry, _ = exported["coda.classifier.train"]
+    wrong_lr = dataclasses.replace(entry, optimizer=dataclasses.replace(entry.optimizer, lr=0.1))
     assert not {r.check: r for r in RUNTIME.static_checks(path, wrong_lr)}["coreml_optimizer"].ok
-    wrong_shape = {**entry, "inputs": [{**entry["inputs"][0], "shape": [32, 2]}, *entry["inputs"][1:]]}
+    wrong_shape = dataclasses.replace(entry, inputs=[dataclasses.replace(entry.inputs[0], shape=(32, 2)),
+                                                     *entry.inputs[1:]])
     assert not {r.check: r for r in RUNTIME.static_checks(path, wrong_shape)}["coreml_inputs"].ok
-    _, ipath, ientry = exported["dcccl.infer"]
-    renamed = {**ientry, "outputs": [{**ientry["outputs"][0], "name": "scores"}]}
+    _, ipath, ientry, _ = exported["dcccl.infer"]
+    renamed = dataclasses.replace(ientry, outputs=[dataclasses.replace(ientry.outputs[0], name="scores"),
+                                                   *ientry.outputs[1:]])
     assert not {r.check: r for r in RUNTIME.static_checks(ipath, renamed)}["coreml_outputs"].ok
     broken = tmp_path / "broken.mlmodel"
     broken.write_bytes(b"not a protobuf")
@@ -259,7 +250,7 @@ def test_frozen_offset_splits_the_summed_logits(programs):
 
 def test_backprop_layers_keep_numerics_and_outputs(programs, exported):
     """Everything between the loss and the image supports backprop, and no output changes value or shape."""
-    from dcx.export.passes.coreml_updatable_rule import supports_backprop
+    from dcx.formats.coreml.updatable_rules import supports_backprop
 
     p = programs["dcccl.train"]
     spec = ct.utils.load_spec(str(exported["dcccl.train"][1]))
@@ -306,12 +297,10 @@ def test_gradient_matching_target_has_the_exact_ce_gradient():
 
 def test_two_class_head_equals_binary_cross_entropy(exported):
     """softmax([0, z]) + categorical CE in the artifact == BCE-with-logits on z, in value."""
-    program, path, entry = exported["coda.classifier.train"]
+    program, path, entry, reference = exported["coda.classifier.train"]
     session = RUNTIME.load_reference(path, entry)
-    batch = program.example_batches(1)[0]
-    expected = float(program.module(*batch).detach())
-    got = session.train_step(*(t.numpy() for t in batch))
-    assert got == pytest.approx(expected, rel=1e-5)
+    got = session.train_step(*reference.batch_arrays(0))
+    assert got == pytest.approx(float(reference.losses[0]), rel=1e-5)
 
 
 # ---------------------------------------------------------------- training semantics and the measured deviation
@@ -319,14 +308,16 @@ def test_two_class_head_equals_binary_cross_entropy(exported):
 @pytest.mark.parametrize("name", ["dcccl.train", "coda.classifier.train"])
 def test_exact_formulations_train_like_pytorch(exported, name):
     """dcx verify's own training check, with the artifact's spec run by the reference interpreter."""
-    program, path, entry = exported[name]
-    loss_err, weight_err, losses = check_training(RUNTIME.load_reference(path, entry), program)
-    assert loss_err <= LOSS_TOL and weight_err <= WEIGHT_TOL, (loss_err, weight_err)
+    _, path, entry, reference = exported[name]
+    loss_err, weight_err, losses = training_errors(RUNTIME.load_reference(path, entry), reference)
+    assert loss_err <= DEFAULT_TOLERANCE.loss and weight_err <= DEFAULT_TOLERANCE.weights, (loss_err, weight_err)
     assert losses[-1] < losses[0] + 0.5
+    (row,) = RUNTIME.reference_checks(path, entry, reference)
+    assert row.ok and row.check == "reference_interpreter_training"
 
 
 def test_reference_session_predicts_like_pytorch(exported):
-    program, path, entry = exported["dcccl.train"]
+    program, path, entry, _ = exported["dcccl.train"]
     x = program.example_inputs[0][:5]
     small, mimic, logits = RUNTIME.load_reference(path, entry).run(x.numpy())
     np.testing.assert_allclose(small, program.module.small(x).detach().numpy(), atol=1e-5)
@@ -337,8 +328,8 @@ def test_reference_session_predicts_like_pytorch(exported):
 def test_deviation_is_measured_and_reported(exported, record_property, capsys):
     report = {}
     for name in ("dcccl.train", "coda.classifier.train", "coda.recommender.train"):
-        measured = json.loads(exported[name][2]["notes"]["deviation_measured"])
-        assert measured["steps"] == 50 and measured["samples_for_accuracy"] == 1600
+        (measured,) = [d.measured for d in exported[name][2].deviations if d.measured]
+        assert measured["steps"] == 20 and measured["samples_for_accuracy"] == 640
         for key in ("loss_max_abs_diff", "weight_max_abs_diff", "accuracy_coreml_formulation", "accuracy_exact"):
             assert isinstance(measured[key], float), (name, key)
         report[name] = measured
@@ -351,7 +342,7 @@ def test_deviation_is_measured_and_reported(exported, record_property, capsys):
     assert alt["weight_max_abs_diff"] > 100 * max(dcccl["weight_max_abs_diff"], 1e-7)
     assert report["coda.classifier.train"]["weight_max_abs_diff"] < 1e-5
     rec = report["coda.recommender.train"]
-    assert rec["weight_max_abs_diff"] > WEIGHT_TOL  # user_vec and genre are frozen in Core ML: documented
+    assert rec["weight_max_abs_diff"] > DEFAULT_TOLERANCE.weights  # user_vec, genre frozen in Core ML: documented
     by_param = rec["weight_max_abs_diff_by_param"]
     assert by_param["model.user_vec"] > by_param["model.mlp.2.weight"]
     with capsys.disabled():
@@ -365,11 +356,14 @@ def test_deviation_is_measured_and_reported(exported, record_property, capsys):
                      if "alternative_drop_frozen_offset" in m else ""))
 
 
-def test_measure_deviation_from_a_written_artifact(exported):
-    """The function the lead's verify can call: same numbers from the file as at export time."""
-    program, path, entry = exported["coda.classifier.train"]
-    again = RUNTIME.measure_deviation(program, path, entry, steps=5)
-    assert again["steps"] == 5 and again["weight_max_abs_diff"] < 1e-5
+def test_documented_frozen_parameters_are_reported_not_failed(exported):
+    """verify's reference check on coda.recommender.train: the gap comes from the documented deviation."""
+    _, path, entry, reference = exported["coda.recommender.train"]
+    (row,) = RUNTIME.reference_checks(path, entry, reference)
+    assert row.ok and row.error > DEFAULT_TOLERANCE.weights and "model.user_vec" in row.detail
+    undocumented = dataclasses.replace(entry, deviations=[d for d in entry.deviations if not d.parameters])
+    (row,) = RUNTIME.reference_checks(path, undocumented, reference)
+    assert not row.ok
 
 
 # ---------------------------------------------------------------- the runtime on this host
@@ -378,14 +372,14 @@ def test_measure_deviation_from_a_written_artifact(exported):
 def test_runtime_says_prediction_needs_macos(exported):
     reason = RUNTIME.available()
     assert reason and "macOS" in reason
-    _, path, entry = exported["dcccl.infer"]
+    _, path, entry, _ = exported["dcccl.infer"]
     with pytest.raises(DcxError, match="macOS"):
         RUNTIME.load(path, entry)
 
 
 @pytest.mark.skipif(not MACOS, reason="Core ML prediction needs macOS")
 def test_coreml_predicts_like_pytorch(exported):
-    for name, (program, path, entry) in exported.items():
+    for name, (program, path, entry, _) in exported.items():
         session = RUNTIME.load(path, entry)
         if program.kind == "infer":
             got = session.run(*(t.numpy() for t in program.example_inputs))

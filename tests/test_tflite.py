@@ -8,7 +8,6 @@ compared step for step with ``program.reference_training``.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +19,8 @@ import tensorflow  # noqa: E402,F401
 from dcx.errors import DcxError  # noqa: E402
 from dcx.export import ExportOptions, get_exporter  # noqa: E402
 from dcx.export import tflite as tflite_export  # noqa: E402
+from dcx.export.pipeline import export_programs  # noqa: E402
+from dcx.manifest import read_manifest  # noqa: E402
 from dcx.recipes import resolve_recipes  # noqa: E402
 from dcx.runtimes import get_runtime  # noqa: E402
 
@@ -30,28 +31,13 @@ EXPORTER = get_exporter("tflite")
 RUNTIME = get_runtime("tflite")
 
 
-def make_entry(program, path: Path, info) -> dict:
-    """The manifest entry, shaped like the one ``dcx export`` writes."""
-    return {
-        "recipe": program.recipe, "program": program.name, "kind": program.kind, "format": "tflite",
-        "file": path.name, "inputs": [s.as_dict() for s in program.input_specs()],
-        "outputs": info.signatures["infer"]["outputs"],
-        "trainable": {n: list(p.shape) for n, p in program.trainable.items()},
-        "frozen": {n: list(t.shape) for n, t in program.frozen.items()},
-        "optimizer": {"type": "sgd", "lr": program.optimizer.lr} if program.optimizer else None,
-        **dataclasses.asdict(info),
-    }
-
-
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> dict[str, tuple]:
+    """Every program exported to TFLite once: name -> (program, path, manifest entry)."""
     out = tmp_path_factory.mktemp("tflite")
-    result = {}
-    for name, program in PROGRAMS.items():
-        path = out / f"{name}{EXPORTER.suffix_for(program)}"
-        info = EXPORTER.export(program, path, ExportOptions())
-        result[name] = (program, path, make_entry(program, path, info), info)
-    return result
+    summary = export_programs(list(PROGRAMS.values()), out, "tflite")
+    assert not summary.failed, summary.failed
+    return {e.program: (PROGRAMS[e.program], out / e.file, e) for e in read_manifest(out).artifacts}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +45,7 @@ def trained(artifacts) -> dict[str, dict]:
     """50 LiteRT train steps and 50 PyTorch SGD steps per training program, on the same real batches."""
     runs = {}
     for name in TRAIN:
-        program, path, entry, _ = artifacts[name]
+        program, path, entry = artifacts[name]
         batches = program.example_batches(STEPS)
         ref_losses, ref_weights = program.reference_training(batches)
         session = RUNTIME.load(path, entry)
@@ -76,23 +62,23 @@ def test_the_registry_has_the_expected_programs():
 
 @pytest.mark.parametrize("name", PROGRAMS)
 def test_every_program_exports_with_its_signatures(artifacts, name):
-    program, path, entry, info = artifacts[name]
+    program, path, entry = artifacts[name]
     assert EXPORTER.supports(program) is None
     assert path.is_file() and path.stat().st_size > 0
     expected = {"train", "infer", "save", "restore"} if program.kind == "train" else {"infer"}
-    assert set(info.signatures) == expected
+    assert set(entry.signatures) == expected
     from ai_edge_litert.interpreter import Interpreter
 
     assert set(Interpreter(model_path=str(path)).get_signature_list()) == expected
-    assert info.weights == {n: n for n in program.trainable}
-    assert [s["name"] for s in info.signatures["infer"]["inputs"]] == list(program.input_names)
-    assert [s["dtype"] for s in info.signatures["infer"]["inputs"]] == \
+    assert entry.weights == {n: n for n in program.trainable}
+    assert [s.name for s in entry.signatures["infer"].inputs] == list(program.input_names)
+    assert [s.dtype for s in entry.signatures["infer"].inputs] == \
         [str(t.dtype).removeprefix("torch.") for t in program.example_inputs]
 
 
 @pytest.mark.parametrize("name", PROGRAMS)
 def test_static_checks_pass(artifacts, name):
-    _, path, entry, _ = artifacts[name]
+    _, path, entry = artifacts[name]
     checks = RUNTIME.static_checks(path, entry)
     assert "builtin_ops_only" in {c.check for c in checks}
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
@@ -100,7 +86,7 @@ def test_static_checks_pass(artifacts, name):
 
 @pytest.mark.parametrize("name", PROGRAMS)
 def test_inference_matches_pytorch(artifacts, name):
-    program, path, entry, _ = artifacts[name]
+    program, path, entry = artifacts[name]
     session = RUNTIME.load(path, entry)
     with torch.no_grad():
         expected = program.run(*program.example_inputs)
@@ -141,21 +127,21 @@ def test_weights_restore_through_the_restore_signature(trained, artifacts, name)
 
 
 def test_iciia_partitioned_linear_is_builtin_batched_matmul(artifacts):
-    info = artifacts["iciia.infer"][3]
-    assert "BATCH_MATMUL" in info.notes["partitioned_linear"]
-    ops = info.notes["ops"]
+    entry = artifacts["iciia.infer"][2]
+    assert "BATCH_MATMUL" in entry.notes["partitioned_linear"]
+    ops = entry.notes["ops"]
     assert "BATCH_MATMUL" in ops and "TRANSPOSE" in ops
 
 
 def test_training_graphs_use_builtin_gradients(artifacts):
-    ops = artifacts["dcccl.train"][3].notes["ops"]
+    ops = artifacts["dcccl.train"][2].notes["ops"]
     for op in ("CONV_2D", "TRANSPOSE_CONV", "ASSIGN_VARIABLE", "READ_VARIABLE"):
         assert op in ops
 
 
 def test_bce_programs_document_the_log1p_rewrite(artifacts):
-    assert any("log1p" in d for d in artifacts["coda.classifier.train"][3].deviations)
-    assert artifacts["dcccl.train"][3].deviations == []
+    assert any("log1p" in d.description for d in artifacts["coda.classifier.train"][2].deviations)
+    assert artifacts["dcccl.train"][2].deviations == []
 
 
 # ---------------------------------------------------------------- builtin-only enforcement
@@ -177,10 +163,11 @@ def flex_model() -> bytes:
     return conv.convert()
 
 
-def test_static_check_reports_flex_ops(flex_model, tmp_path):
+def test_static_check_reports_flex_ops(flex_model, artifacts, tmp_path):
     path = tmp_path / "flex.tflite"
     path.write_bytes(flex_model)
-    checks = {c.check: c for c in RUNTIME.static_checks(path, {"kind": "infer", "signatures": {}})}
+    entry = dataclasses.replace(artifacts["dcccl.infer"][2], signatures={})
+    checks = {c.check: c for c in RUNTIME.static_checks(path, entry)}
     assert not checks["builtin_ops_only"].ok
     assert "FlexReluGrad" in checks["builtin_ops_only"].detail
 
@@ -209,7 +196,7 @@ def test_exporter_names_ops_whose_gradient_is_not_builtin(tmp_path, monkeypatch)
 # ---------------------------------------------------------------- user-facing errors
 
 def test_session_errors_name_the_input(artifacts):
-    program, path, entry, _ = artifacts["dcccl.infer"]
+    program, path, entry = artifacts["dcccl.infer"]
     session = RUNTIME.load(path, entry)
     with pytest.raises(DcxError, match="'image'.*shape"):
         session.run(np.zeros((2, 1, 28, 28), np.float32))
@@ -219,9 +206,9 @@ def test_session_errors_name_the_input(artifacts):
         session.train_step(np.zeros((1, 1, 28, 28), np.float32))
 
 
-def test_load_missing_file_is_a_clear_error(tmp_path):
+def test_load_missing_file_is_a_clear_error(artifacts, tmp_path):
     with pytest.raises(DcxError, match="no such .tflite"):
-        RUNTIME.load(tmp_path / "missing.tflite", {"signatures": {}})
+        RUNTIME.load(tmp_path / "missing.tflite", artifacts["dcccl.infer"][2])
 
 
 def test_runtime_is_available_and_versioned():

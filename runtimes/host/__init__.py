@@ -12,6 +12,8 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from dcx.backends import import_backend
+from dcx.manifest import ManifestEntry
+
 
 class Session(Protocol):
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
@@ -26,6 +28,9 @@ class Session(Protocol):
     def get_weights(self) -> dict[str, np.ndarray]:
         """Trainable weights keyed by the PyTorch parameter names."""
 
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Replace trainable weights (keyed by PyTorch names), e.g. with the cloud's fused model."""
+
 
 class Check(NamedTuple):
     """One row of a verification report."""
@@ -39,13 +44,13 @@ class Check(NamedTuple):
 class Runtime(Protocol):
     format: str
 
-    def static_checks(self, path: Path, entry: dict) -> list[Check]:
+    def static_checks(self, path: Path, entry: ManifestEntry) -> list[Check]:
         """Checks that need no execution (e.g. builtin-ops-only, Core ML's updatable-model rules)."""
 
     def available(self) -> str | None:
         """None when this host can run artifacts; otherwise why not (e.g. Core ML needs macOS)."""
 
-    def load(self, path: Path, entry: dict) -> Session:
+    def load(self, path: Path, entry: ManifestEntry) -> Session:
         """Load the artifact at ``path`` described by its manifest ``entry``."""
 
     def version(self) -> str: ...

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dcx.manifest import ManifestEntry
 from dcx.runtimes import Check
 
 
 class OnnxSession:
-    def __init__(self, path: Path, entry: dict):
+    def __init__(self, path: Path, entry: ManifestEntry):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -28,6 +29,9 @@ class OnnxSession:
     def get_weights(self) -> dict[str, np.ndarray]:
         return {}
 
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError("ONNX artifacts are inference-only in dcx")
+
 
 class OnnxRuntime:
     format = "onnx"
@@ -38,7 +42,7 @@ class OnnxRuntime:
     def version(self) -> str:
         return importlib.metadata.version("onnxruntime")
 
-    def static_checks(self, path: Path, entry: dict) -> list[Check]:
+    def static_checks(self, path: Path, entry: ManifestEntry) -> list[Check]:
         import onnx
 
         try:
@@ -47,7 +51,7 @@ class OnnxRuntime:
         except onnx.checker.ValidationError as e:
             return [Check("onnx_checker", False, None, str(e).splitlines()[0])]
 
-    def load(self, path: Path, entry: dict) -> OnnxSession:
+    def load(self, path: Path, entry: ManifestEntry) -> OnnxSession:
         return OnnxSession(path, entry)
 
 

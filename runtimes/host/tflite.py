@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dcx.errors import DcxError
+from dcx.manifest import ManifestEntry
 from dcx.runtimes import Check
 
 TRAIN_SIGNATURES = ("infer", "train", "save", "restore")
@@ -40,7 +41,7 @@ def _interpreter(path: Path | None = None, content: bytes | None = None, num_thr
 class TFLiteSession:
     """One LiteRT interpreter over an artifact, with a runner per signature."""
 
-    def __init__(self, path: Path, entry: dict, num_threads: int = 1, xnnpack: bool = False):
+    def __init__(self, path: Path, entry: ManifestEntry, num_threads: int = 1, xnnpack: bool = False):
         self.path, self.entry = Path(path), entry
         if not self.path.is_file():
             raise DcxError(f"{self.path}: no such .tflite file; run `dcx export --format tflite` first")
@@ -48,40 +49,41 @@ class TFLiteSession:
             self.interpreter = _interpreter(self.path, num_threads=num_threads, xnnpack=xnnpack)
         except (ValueError, RuntimeError) as e:
             raise DcxError(f"{self.path}: LiteRT cannot load this model ({e}); re-export it") from None
-        self.signatures = entry.get("signatures") or {}
+        self.signatures = entry.signatures
         available = self.interpreter.get_signature_list()
         for name in self.signatures:
             if name not in available:
                 raise DcxError(f"{self.path}: manifest field 'signatures' names {name!r}, which the model lacks "
                                f"(it has {', '.join(available)}); re-export the artifact")
         self.runners = {name: self.interpreter.get_signature_runner(name) for name in available}
-        self.weight_names = dict(entry.get("weights") or {})  # PyTorch name -> name inside the artifact
+        self.weight_names = dict(entry.weights)  # PyTorch name -> name inside the artifact
 
     # ------------------------------------------------------------ calls
 
     def _call(self, signature: str, arrays: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
         if signature not in self.runners:
             raise DcxError(f"{self.path}: the model has no {signature!r} signature "
-                           f"(an {self.entry.get('kind', 'inference')} artifact); export a training program")
-        specs = self.signatures.get(signature, {}).get("inputs")
-        if specs is None:
+                           f"(an {self.entry.kind} artifact); export a training program")
+        sig = self.signatures.get(signature)
+        if sig is None:
             raise DcxError(f"{self.path}: manifest field 'signatures' lacks {signature!r}; re-export the artifact")
+        specs = sig.inputs
         if len(arrays) != len(specs):
-            names = ", ".join(s["name"] for s in specs)
+            names = ", ".join(s.name for s in specs)
             raise DcxError(f"{self.path}: signature {signature!r} takes {len(specs)} inputs ({names}), "
                            f"got {len(arrays)}")
         feed = {}
         for spec, a in zip(specs, arrays):
             a = np.asarray(a)
-            if list(a.shape) != list(spec["shape"]):
-                raise DcxError(f"{self.path}: input {spec['name']!r} of {signature!r} must have shape "
-                               f"{spec['shape']}, got {list(a.shape)}")
-            feed[spec["name"]] = np.ascontiguousarray(a, dtype=np.dtype(spec["dtype"]))
+            if list(a.shape) != list(spec.shape):
+                raise DcxError(f"{self.path}: input {spec.name!r} of {signature!r} must have shape "
+                               f"{list(spec.shape)}, got {list(a.shape)}")
+            feed[spec.name] = np.ascontiguousarray(a, dtype=np.dtype(spec.dtype))
         return self.runners[signature](**feed)
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
         out = self._call("infer", inputs)
-        return [np.array(out[s["name"]]) for s in self.signatures["infer"]["outputs"]]
+        return [np.array(out[s.name]) for s in self.signatures["infer"].outputs]
 
     def train_step(self, *inputs_and_targets: np.ndarray) -> float:
         out = self._call("train", inputs_and_targets)
@@ -98,7 +100,7 @@ class TFLiteSession:
         if missing:
             raise DcxError(f"{self.path}: set_weights needs every trainable weight; missing {', '.join(missing)}")
         inner = {v: k for k, v in self.weight_names.items()}
-        order = [inner[s["name"]] for s in self.signatures["restore"]["inputs"]]
+        order = [inner[s.name] for s in self.signatures["restore"].inputs]
         self._call("restore", tuple(weights[n] for n in order))
 
 
@@ -118,10 +120,10 @@ class TFLiteRuntime:
         except metadata.PackageNotFoundError:
             return "ai-edge-litert (not installed)"
 
-    def load(self, path: Path, entry: dict, num_threads: int = 1, xnnpack: bool = False) -> TFLiteSession:
+    def load(self, path: Path, entry: ManifestEntry, num_threads: int = 1, xnnpack: bool = False) -> TFLiteSession:
         return TFLiteSession(Path(path), entry, num_threads=num_threads, xnnpack=xnnpack)
 
-    def static_checks(self, path: Path, entry: dict) -> list[Check]:
+    def static_checks(self, path: Path, entry: ManifestEntry) -> list[Check]:
         from dcx.export.passes.tf_builtin_ops_only import non_builtin_ops, operator_histogram
 
         path = Path(path)
@@ -145,28 +147,28 @@ class TFLiteRuntime:
             checks.append(Check("loads", False, None, f"LiteRT cannot load it: {e}"))
             return checks
         checks.append(Check("loads", True, None, self.version()))
-        expected = TRAIN_SIGNATURES if entry.get("kind") == "train" else ("infer",)
+        expected = TRAIN_SIGNATURES if entry.kind == "train" else ("infer",)
         missing = [s for s in expected if s not in available]
         checks.append(Check("signatures", not missing, None,
                             f"missing {', '.join(missing)}" if missing else ", ".join(sorted(available))))
         problems = []
-        for sig, spec in (entry.get("signatures") or {}).items():
+        for sig, spec in entry.signatures.items():
             if sig not in available:
                 continue
             runner = interp.get_signature_runner(sig)
             for kind, details in (("inputs", runner.get_input_details()), ("outputs", runner.get_output_details())):
-                for s in spec.get(kind, []):
-                    d = details.get(s["name"])
+                for s in getattr(spec, kind):
+                    d = details.get(s.name)
                     if d is None:
-                        problems.append(f"{sig}.{kind}: no {s['name']!r}")
-                    elif list(d["shape"]) != list(s["shape"]) or np.dtype(d["dtype"]) != np.dtype(s["dtype"]):
-                        problems.append(f"{sig}.{s['name']}: model {list(d['shape'])} {np.dtype(d['dtype'])} vs "
-                                        f"manifest {s['shape']} {s['dtype']}")
+                        problems.append(f"{sig}.{kind}: no {s.name!r}")
+                    elif list(d["shape"]) != list(s.shape) or np.dtype(d["dtype"]) != np.dtype(s.dtype):
+                        problems.append(f"{sig}.{s.name}: model {list(d['shape'])} {np.dtype(d['dtype'])} vs "
+                                        f"manifest {list(s.shape)} {s.dtype}")
         checks.append(Check("signature_specs", not problems, None, "; ".join(problems) or "match the manifest"))
-        if entry.get("kind") == "train":
+        if entry.kind == "train":
             save = set(available.get("save", {}).get("outputs", []))
-            weights = entry.get("weights") or {}
-            unmapped = [n for n in (entry.get("trainable") or {}) if weights.get(n) not in save]
+            weights = entry.weights
+            unmapped = [n for n in entry.trainable if weights.get(n) not in save]
             checks.append(Check("weights_mapped", not unmapped, None,
                                 f"unmapped trainable weights: {', '.join(unmapped)}" if unmapped
                                 else f"{len(weights)} trainable weights reachable through save/restore"))

@@ -1,0 +1,28 @@
+"""dcx: device-cloud collaborative learning, from PyTorch to artifacts that phones run and train.
+
+The public API (``dcx.api``), imported lazily so ``import dcx`` stays light:
+``training_program``, ``inference_program``, ``export_programs``, ``verify``,
+``get_recipe``, ``DcxError``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "training_program": "dcx.api",
+    "inference_program": "dcx.api",
+    "export_programs": "dcx.api",
+    "verify": "dcx.api",
+    "get_recipe": "dcx.recipes",
+    "DcxError": "dcx.errors",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'dcx' has no attribute {name!r}")

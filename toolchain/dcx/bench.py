@@ -20,11 +20,12 @@ import torch
 
 from dcx.backends import FORMATS
 from dcx.errors import DcxError
-from dcx.export.manifest import read_manifest
-from dcx.export.pipeline import export
+from dcx.export.pipeline import export_recipe
+from dcx.manifest import read_manifest
 from dcx.programs import DeviceProgram
 from dcx.recipes import get_program
 from dcx.runtimes import get_runtime
+from dcx.training import sgd_step
 
 TRAINING_RUNTIMES = ("executorch", "tflite")
 
@@ -37,10 +38,7 @@ def eager_step(program: DeviceProgram) -> Callable[..., float]:
 
     def step(*batch: torch.Tensor) -> float:
         loss = module(*batch)
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            for p, g in zip(params, grads):
-                p -= lr * g
+        sgd_step(params, torch.autograd.grad(loss, params), lr)
         return float(loss.detach())
 
     return step
@@ -54,20 +52,20 @@ def bench_runtimes(recipe: str = "all", rounds: int = 15, warmup: int = 3,
         out = Path(tmp) / "artifacts"
         export_seconds = {}
         for fmt in FORMATS:  # export time of every format; the training runtimes then run theirs
-            summary = export(recipe, fmt, out, force=True, progress=progress)
+            summary = export_recipe(recipe, fmt, out, force=True, progress=progress)
             if summary.failed:
-                raise DcxError(f"bench: exporting {fmt} failed: {summary.failed[0]['error']}")
+                raise DcxError(f"bench: exporting {fmt} failed: {summary.failed[0].error}")
             export_seconds[fmt] = summary.seconds_per_format.get(fmt, 0.0)
         manifest = read_manifest(out)
-        train_entries = [e for e in manifest["artifacts"] if e["kind"] == "train" and e["format"] in TRAINING_RUNTIMES]
-        for name in sorted({e["program"] for e in train_entries}):
-            program = get_program(name, manifest["seed"])
+        train_entries = [e for e in manifest.artifacts if e.kind == "train" and e.format in TRAINING_RUNTIMES]
+        for name in sorted({e.program for e in train_entries}):
+            program = get_program(name)
             batch = program.example_batches(1)[0]
             np_batch = [t.numpy() for t in batch]
             steps: dict[str, Callable[[], float]] = {"eager": partial(eager_step(program), *batch)}
-            for e in (e for e in train_entries if e["program"] == name):
-                session = get_runtime(e["format"]).load(out / e["file"], e)
-                steps[e["format"]] = partial(session.train_step, *np_batch)
+            for e in (e for e in train_entries if e.program == name):
+                session = get_runtime(e.format).load(out / e.file, e)
+                steps[e.format] = partial(session.train_step, *np_batch)
             times: dict[str, list[float]] = {k: [] for k in steps}
             for r in range(warmup + rounds):
                 for k, step in steps.items():

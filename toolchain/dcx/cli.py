@@ -46,63 +46,134 @@ def info() -> None:
         click.echo(f"{name:<22} {'present' if ok else 'MISSING: ' + hint}")
 
 
+def _set_option(f):
+    return click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+                        help="override a recipe config field (repeatable); `dcx recipes --config` lists them")(f)
+
+
 @cli.command()
 @click.option("--seed", default=0, show_default=True)
-def recipes(seed: int) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print JSON: each program's parameters and FLOPs")
+@click.option("--config", "show_config", is_flag=True, help="also print each recipe's config fields and defaults")
+def recipes(seed: int, as_json: bool, show_config: bool) -> None:
     """The recipes and their device programs, with parameter counts and FLOPs."""
-    from dcx.recipes import resolve_recipes
+    from dcx.recipes import config_as_json, resolve_recipes
 
-    click.echo(f"{'program':<26}{'kind':<7}{'trainable':>10}{'frozen':>10}{'fwd FLOPs':>12}{'bwd FLOPs':>12}  summary")
+    described = []
     for recipe in resolve_recipes("all"):
-        click.echo(f"[{recipe.name}] {recipe.summary}")
-        for p in recipe.device_programs(seed):
-            n, f = p.parameter_count(), p.flops()
+        programs = [{"program": p.name, "kind": p.kind, "parameters": p.parameter_count(), "flops": p.flops(),
+                     "summary": p.summary} for p in recipe.device_programs(seed)]
+        described.append({"recipe": recipe.name, "summary": recipe.summary, "config": config_as_json(recipe.cfg),
+                          "programs": programs})
+    if as_json:
+        click.echo(json.dumps(described, indent=2))
+        return
+    click.echo(f"{'program':<28}{'kind':<7}{'trainable':>10}{'frozen':>10}{'fwd FLOPs':>14}{'bwd FLOPs':>14}  summary")
+    for r in described:
+        click.echo(f"[{r['recipe']}] {r['summary']}")
+        if show_config:
+            click.echo("  config: " + ", ".join(f"{k}={v}" for k, v in r["config"].items()))
+        for p in r["programs"]:
+            n, f = p["parameters"], p["flops"]
             bwd = f"{f['backward']:,}" if "backward" in f else "-"
-            click.echo(f"  {p.name:<24}{p.kind:<7}{n['trainable']:>10,}{n['frozen']:>10,}{f['forward']:>12,}{bwd:>12}"
-                       f"  {p.summary}")
+            click.echo(f"  {p['program']:<26}{p['kind']:<7}{n['trainable']:>10,}{n['frozen']:>10,}"
+                       f"{f['forward']:>14,}{bwd:>14}  {p['summary']}")
+
+
+@cli.command()
+@click.argument("recipe_name", metavar="RECIPE")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="checkpoint folder to write")
+@click.option("--quick", is_flag=True, help="CI-sized settings (well under a minute)")
+@click.option("--seed", default=0, show_default=True)
+@_set_option
+@click.option("--force", is_flag=True, help="replace an existing checkpoint at --out")
+def train(recipe_name: str, out: str, quick: bool, seed: int, settings: tuple[str, ...], force: bool) -> None:
+    """Run a recipe's cloud phase on its real data and write a checkpoint folder."""
+    import torch
+
+    from dcx.checkpoint import INDEX, write_checkpoint
+    from dcx.fileio import check_replaceable, check_writable_folder
+    from dcx.recipes import get_recipe, parse_overrides
+
+    torch.set_num_threads(1)
+    recipe = get_recipe(recipe_name, quick=quick, **parse_overrides(recipe_name, settings))
+    check_replaceable(Path(out), force=force, marker=INDEX, what="checkpoint")  # before training, not after
+    check_writable_folder(Path(out).parent)
+    click.echo(f"[{recipe.name}] cloud phase{' (quick)' if quick else ''}, seed {seed}", err=True)
+    trained = recipe.train(seed, progress=lambda s: click.echo(f"  {s}", err=True))
+    ckpt = write_checkpoint(Path(out), recipe, trained, seed=seed, quick=quick, force=force)
+    for k, v in ckpt.metrics.items():
+        click.echo(f"  {recipe.name}.{k:<30} {v:.4f}")
+    click.echo(f"checkpoint written to {out}")
 
 
 @cli.command()
 @click.option("--recipe", "recipe_name", default="all", show_default=True, help="a recipe name or all")
 @click.option("--seed", default=0, show_default=True)
+@_set_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the metrics as JSON")
-def evaluate(recipe_name: str, seed: int, json_path: str | None) -> None:
+def evaluate(recipe_name: str, seed: int, settings: tuple[str, ...], json_path: str | None) -> None:
     """Run the methods end to end on their real data (built-in CI-sized defaults) and print their metrics."""
     import torch
 
-    from dcx.recipes import resolve_recipes
+    from dcx.recipes import parse_overrides, resolve_recipes
 
+    if settings and recipe_name == "all":
+        raise DcxError("--set needs one recipe: pass --recipe NAME")
     torch.set_num_threads(1)
+    overrides = parse_overrides(recipe_name, settings) if settings else {}
     results = {}
-    for recipe in resolve_recipes(recipe_name):
+    for recipe in resolve_recipes(recipe_name, **overrides):
         click.echo(f"[{recipe.name}] training on real data ...", err=True)
         results[recipe.name] = recipe.evaluate(seed)
         for k, v in results[recipe.name].items():
             click.echo(f"  {recipe.name}.{k:<32} {v:.4f}")
     if json_path:
-        Path(json_path).write_text(json.dumps(results, indent=2))
+        from dcx.fileio import os_errors, write_atomic
+
+        with os_errors(json_path, "--json"):
+            write_atomic(Path(json_path), json.dumps(results, indent=2))
 
 
 @cli.command("export")
-@click.option("--recipe", "recipe_name", default="all", show_default=True, help="dcccl, iciia, coda or all")
+@click.option("--recipe", "recipe_name", help="dcccl, iciia, coda or all (initialised from --seed)")
+@click.option("--checkpoint", type=click.Path(), help="a checkpoint folder from `dcx train`: export its trained programs")
 @click.option("--format", "fmt", default="all", show_default=True, help="executorch, tflite, coreml, onnx or all")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="output folder")
 @click.option("--force", is_flag=True, help="replace what an earlier dcx export wrote in --out")
 @click.option("--fused-kernels", is_flag=True, help="ICIIA projections as the fused dcx:: op (ExecuTorch)")
-@click.option("--seed", default=0, show_default=True)
-def export_cmd(recipe_name: str, fmt: str, out: str, force: bool, fused_kernels: bool, seed: int) -> None:
-    """Export every device program of the chosen recipes to artifacts, with manifest.json."""
+@click.option("--seed", default=0, show_default=True, help="initialisation seed (without --checkpoint)")
+@click.option("--user", type=int, help="CoDA: the MovieLens user whose personal programs to build")
+@_set_option
+def export_cmd(recipe_name: str | None, checkpoint: str | None, fmt: str, out: str, force: bool, fused_kernels: bool,
+               seed: int, user: int | None, settings: tuple[str, ...]) -> None:
+    """Export a recipe's device programs (trained from --checkpoint, or initialised) to artifacts + references."""
     from dcx.export import ExportOptions
-    from dcx.export.pipeline import export
+    from dcx.export.pipeline import export_recipe
+    from dcx.recipes import parse_overrides
 
-    summary = export(recipe_name, fmt, Path(out), force=force, seed=seed,
-                     options=ExportOptions(fused_kernels=fused_kernels), progress=lambda s: click.echo(s, err=True))
+    overrides = {}
+    if settings:
+        name = recipe_name or (_checkpoint_recipe(checkpoint) if checkpoint else None)
+        if not name or name == "all":
+            raise DcxError("--set needs one recipe: pass --recipe NAME or --checkpoint CKPT")
+        overrides = parse_overrides(name, settings)
+    summary = export_recipe(recipe_name, fmt, Path(out), checkpoint=Path(checkpoint) if checkpoint else None,
+                            seed=seed, overrides=overrides, user=user, force=force,
+                            options=ExportOptions(fused_kernels=fused_kernels),
+                            progress=lambda s: click.echo(s, err=True))
     click.echo(f"exported {len(summary.written)} artifacts to {out} "
                + " ".join(f"[{f}: {t:.1f}s]" for f, t in summary.seconds_per_format.items()))
     for f in summary.failed:
-        click.echo(f"FAILED {f['format']} {f['program']}: {f['error']}", err=True)
+        click.echo(f"FAILED {f.format} {f.program}: {f.error}", err=True)
     if summary.failed:
         raise SystemExit(1)
+
+
+def _checkpoint_recipe(checkpoint: str) -> str:
+    from dcx.checkpoint import read_checkpoint
+
+    return read_checkpoint(Path(checkpoint)).recipe
 
 
 @cli.command("verify")
@@ -110,10 +181,11 @@ def export_cmd(recipe_name: str, fmt: str, out: str, force: bool, fused_kernels:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the rows as JSON")
 @click.option("--program", "program_filter", help="only artifacts whose program starts with this")
 def verify_cmd(out: str, json_path: str | None, program_filter: str | None) -> None:
-    """Run every artifact in its real runtime and compare with PyTorch; non-zero exit on any failure."""
+    """Run every artifact in its real runtime and compare with its reference; non-zero exit on any failure."""
     import torch
 
-    from dcx.verify import format_table, rows_as_json, verify
+    from dcx.fileio import os_errors, write_atomic
+    from dcx.verification import format_table, rows_as_json, verify
 
     torch.set_num_threads(1)
     rows = verify(Path(out), program_filter=program_filter)
@@ -122,7 +194,8 @@ def verify_cmd(out: str, json_path: str | None, program_filter: str | None) -> N
     ran = sum(r.verdict == "pass" for r in rows)
     click.echo(f"{ran} passed, {len(failed)} failed, {sum(r.verdict == 'skipped' for r in rows)} skipped")
     if json_path:
-        Path(json_path).write_text(json.dumps(rows_as_json(rows), indent=2))
+        with os_errors(json_path, "--json"):
+            write_atomic(Path(json_path), json.dumps(rows_as_json(rows), indent=2))
     if failed:
         raise SystemExit(1)
 
@@ -171,16 +244,16 @@ def bench_runtimes_cmd(recipe_name: str, rounds: int, json_path: str | None, mar
 
 @cli.command()
 @click.option("--out", default="out/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--quick", is_flag=True, help="CI-sized cloud phases")
 @click.option("--force", is_flag=True, help="replace what an earlier demo wrote in --out")
-@click.pass_context
-def demo(ctx: click.Context, out: str, force: bool) -> None:
-    """The quick end-to-end demo: train the three methods on real data, export every artifact, verify them all."""
-    click.echo("== 1/3 the methods on real data (Fashion-MNIST, MovieLens-100K)")
-    ctx.invoke(evaluate, recipe_name="all", seed=0, json_path=None)
-    click.echo(f"== 2/3 export every device program to every format -> {out}")
-    ctx.invoke(export_cmd, recipe_name="all", fmt="all", out=out, force=force, fused_kernels=False, seed=0)
-    click.echo("== 3/3 verify every artifact in its real runtime against PyTorch")
-    ctx.invoke(verify_cmd, out=out, json_path=str(Path(out) / "verify.json"), program_filter=None)
+def demo(out: str, quick: bool, force: bool) -> None:
+    """The end-to-end demo: train each method's cloud phase on real data, export the trained device programs to
+    every format, verify every artifact, and score the exported inference artifacts on real held-out data."""
+    from dcx.demo import run_demo
+
+    failed = run_demo(Path(out), quick=quick, force=force, echo=click.echo)
+    if failed:
+        raise SystemExit(1)
 
 
 def _quiet_third_party() -> None:

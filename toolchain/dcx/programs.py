@@ -13,12 +13,14 @@ optimizer. Every backend's graph is derived from it; nothing is written twice.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
-from typing import Callable, Literal
+from dataclasses import dataclass, field, replace
+from typing import Callable, Literal, Sequence, Union
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from dcx.training import sgd_step
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,12 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
+Batches = Union[Callable[[int, int], list[tuple[torch.Tensor, ...]]], Sequence[tuple[torch.Tensor, ...]]]
+
+
 @dataclass
 class DeviceProgram:
-    name: str  # "<recipe>.<program>", e.g. "dcccl.train"
+    name: str  # "<recipe>.<program>" for recipes (e.g. "dcccl.train"); any name for a user's program
     kind: Literal["train", "infer"]
     module: nn.Module
     example_inputs: tuple[torch.Tensor, ...]
@@ -51,8 +56,9 @@ class DeviceProgram:
     summary: str
     optimizer: SGD | None = None
     notes: dict[str, str] = field(default_factory=dict)  # backend-independent facts worth a manifest line
-    # Real-data batches shaped like example_inputs: batches(steps, seed) -> one tuple per step.
-    batches: Callable[[int, int], list[tuple[torch.Tensor, ...]]] | None = None
+    # Real-data batches shaped like example_inputs: batches(steps, seed) -> one tuple per step, or a list of them.
+    batches: Batches | None = None
+    recipe: str | None = None  # the recipe that built it; None for a user's own program
 
     def __post_init__(self) -> None:
         if len(self.input_names) != len(self.example_inputs):
@@ -61,9 +67,9 @@ class DeviceProgram:
             raise ValueError(f"{self.name}: training programs need an optimizer, inference programs none")
         self.module.eval()  # no dropout/batch-stat updates: on-device steps must be deterministic
 
-    @property
-    def recipe(self) -> str:
-        return self.name.split(".", 1)[0]
+    def copy(self) -> "DeviceProgram":
+        """An independent copy: exporters may rewrite its module (e.g. switch on fused kernels)."""
+        return replace(self, module=copy.deepcopy(self.module))
 
     @property
     def trainable(self) -> dict[str, nn.Parameter]:
@@ -92,18 +98,16 @@ class DeviceProgram:
         losses = []
         for batch in batches:
             loss = module(*batch)
-            grads = torch.autograd.grad(loss, list(params.values()))
-            with torch.no_grad():
-                for p, g in zip(params.values(), grads):
-                    p -= self.optimizer.lr * g
+            sgd_step(list(params.values()), torch.autograd.grad(loss, list(params.values())), self.optimizer.lr)
             losses.append(float(loss.detach()))
         return losses, {n: p.detach().clone() for n, p in params.items()}
 
     def example_batches(self, steps: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
-        """Real-data batches when the recipe provides them, else the example inputs repeated."""
-        if self.batches is not None:
+        """Real-data batches when the recipe (or the user) provides them, else the example inputs repeated."""
+        if callable(self.batches):
             return self.batches(steps, seed)
-        return [self.example_inputs] * steps
+        pool = list(self.batches) if self.batches else [self.example_inputs]
+        return [pool[i % len(pool)] for i in range(steps)]
 
     def flops(self) -> dict[str, int]:
         """Forward FLOPs, and for training programs the backward FLOPs of one step."""

@@ -15,6 +15,17 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def sgd_step(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], lr: float) -> None:
+    """The one on-device optimizer step of dcx, in place: ``p -= lr * g``.
+
+    Reference training, the eager benchmark and the Core ML reference interpreter all call this,
+    so "one SGD step" means the same arithmetic everywhere.
+    """
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p.sub_(lr * g)
+
+
 def minibatches(n: int, batch_size: int, generator: torch.Generator | None, shuffle: bool = True) -> Iterator[torch.Tensor]:
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):

@@ -1,19 +1,45 @@
 """ExecuTorch exporter: ``.pte`` programs.
 
-- training programs: joint forward+backward graph (frozen parameters stay
-  constants, trainable ones are returned with their gradients); SGD runs on
-  device through ExecuTorch's training extension. Portable kernels.
-- inference programs: lowered to the XNNPACK delegate.
+- training programs: ``capture_program`` -> ``joint_graph`` (frozen parameters
+  stay constants, trainable ones are returned with their gradients) ->
+  ``to_edge``; SGD runs on the device (ExecuTorch's training extension, or the
+  native runner's in-place update). Portable kernels.
+- inference programs: ``capture_program`` -> ``lower_to_xnnpack`` (or plain
+  ``to_edge`` with ``--fused-kernels``: ``fuse_partitioned_linear`` first).
+Serialization: ``to_executorch().buffer``.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import re
 from pathlib import Path
 
+from dcx.errors import UnsupportedOp
 from dcx.export import ArtifactInfo, ExportOptions
-from dcx.export.passes.graph_capture import capture, capture_joint, gradient_targets
+from dcx.export.passes import FunctionPass, PassContext, run_passes
+from dcx.export.passes.fuse_partitioned_linear import FusePartitionedLinear
+from dcx.export.passes.graph_capture import CaptureProgram, JointGraph
+from dcx.manifest import Signature
 from dcx.programs import DeviceProgram, TensorSpec
+from dcx.reference import ProgramReference
+
+
+def _to_edge(ep, ctx: PassContext):
+    from executorch.exir import to_edge
+
+    return to_edge(ep)
+
+
+def _lower_to_xnnpack(ep, ctx: PassContext):
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+    delegated = sum(1 for n in edge.exported_program().graph.nodes if n.op == "call_function"
+                    and "executorch_call_delegate" in str(n.target))
+    ctx.report("lower_to_xnnpack", delegates=delegated)
+    return edge
 
 
 class ExecuTorchExporter:
@@ -28,49 +54,47 @@ class ExecuTorchExporter:
     def versions(self) -> dict[str, str]:
         return {"executorch": importlib.metadata.version("executorch"), "torch": importlib.metadata.version("torch")}
 
-    def export(self, program: DeviceProgram, path: Path, options: ExportOptions) -> ArtifactInfo:
-        notes = {}
-        if options.fused_kernels:
-            from dcx.kernels import enable_fused
-
-            count = enable_fused(program.module)
-            notes["fused_kernels"] = f"{count} PartitionedLinear layers run as dcx::shuffled_partitioned_linear.out"
+    def passes(self, program: DeviceProgram, options: ExportOptions) -> list:
+        fuse = [FusePartitionedLinear()] if options.fused_kernels else []
         if program.kind == "train":
-            buffer = self._training_buffer(program)
-        else:
-            buffer = self._inference_buffer(program, delegate=not options.fused_kernels)
-            notes["delegate"] = "portable kernels + dcx custom op" if options.fused_kernels else "XNNPACK"
-        path.write_bytes(buffer)
-        weights = {n: n for n in program.trainable}
-        return ArtifactInfo(signatures=_signatures(program), weights=weights, notes=notes)
+            return [*fuse, CaptureProgram(), JointGraph(), FunctionPass("to_edge", _to_edge)]
+        lower = FunctionPass("to_edge", _to_edge) if options.fused_kernels else \
+            FunctionPass("lower_to_xnnpack", _lower_to_xnnpack)
+        return [*fuse, CaptureProgram(), lower]
 
-    @staticmethod
-    def _training_buffer(program: DeviceProgram) -> bytes:
-        from executorch.exir import to_edge
-
-        joint = capture_joint(program)
-        missing = set(program.trainable) - set(gradient_targets(joint))
-        if missing:
-            raise RuntimeError(f"{program.name}: joint graph returns no gradient for {sorted(missing)}")
-        return to_edge(joint).to_executorch().buffer
-
-    @staticmethod
-    def _inference_buffer(program: DeviceProgram, delegate: bool) -> bytes:
-        from executorch.exir import to_edge, to_edge_transform_and_lower
-
-        ep = capture(program)
-        if not delegate:
-            return to_edge(ep).to_executorch().buffer
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-
-        return to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    def export(self, program: DeviceProgram, path: Path, options: ExportOptions,
+               reference: ProgramReference | None = None) -> ArtifactInfo:
+        ctx = PassContext(program, options, self.format)
+        try:
+            edge = run_passes(self.passes(program, options), program.module, ctx)
+            buffer = edge.to_executorch().buffer
+        except Exception as e:
+            op = unsupported_op(e)
+            if op:
+                raise UnsupportedOp(op, self.format, program.name) from e
+            raise
+        Path(path).write_bytes(buffer)
+        notes = {"kernels": "portable" if program.kind == "train" or options.fused_kernels else "XNNPACK delegate"}
+        return ArtifactInfo(signatures=_signatures(program), weights={n: n for n in program.trainable},
+                            requires=ctx.requires, passes=ctx.records, notes=notes)
 
 
-def _signatures(program: DeviceProgram) -> dict[str, dict]:
-    outputs = [TensorSpec("loss", (), "float32").as_dict()] if program.kind == "train" else [
-        TensorSpec.of(n, t).as_dict() for n, t in zip(program.output_names, program.run(*program.example_inputs))]
-    method = "forward_backward" if program.kind == "train" else "forward"
-    return {method: {"inputs": [s.as_dict() for s in program.input_specs()], "outputs": outputs}}
+def unsupported_op(e: Exception) -> str | None:
+    """The operator named by ExecuTorch's 'not core ATen' / 'missing out variant' errors, if that is the cause."""
+    text = str(e)
+    for pattern in (r"Missing out variants: \{'([^']+)'", r"operator ([\w:.]+) is not (?:an )?[Cc]ore ATen",
+                    r"([\w.:]+) is not an aten operator", r"not found in the (?:edge|ExecuTorch) op"):
+        m = re.search(pattern, text)
+        if m and m.groups():
+            return m.group(1)
+    return None
+
+
+def _signatures(program: DeviceProgram) -> dict[str, Signature]:
+    outputs = [TensorSpec("loss", (), "float32")] if program.kind == "train" else [
+        TensorSpec.of(n, t) for n, t in zip(program.output_names, program.run(*program.example_inputs))]
+    method = "forward" if program.kind == "infer" else "forward_backward"
+    return {method: Signature(program.input_specs(), outputs)}
 
 
 EXPORTER = ExecuTorchExporter()

@@ -1,15 +1,20 @@
-"""ONNX exporter: inference programs only (ONNX Runtime's training build conflicts with the main environment)."""
+"""ONNX exporter: inference programs only (ONNX Runtime's training build is stalled upstream and conflicts
+with the main environment). One step, the TorchScript-based ``torch.onnx.export``, captures and serializes."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import warnings
 from pathlib import Path
 
 import torch
 
+from dcx.errors import UnsupportedOp
 from dcx.export import ArtifactInfo, ExportOptions
+from dcx.manifest import PassRecord, Signature
 from dcx.programs import DeviceProgram, TensorSpec
+from dcx.reference import ProgramReference
 
 OPSET = 17
 
@@ -27,15 +32,23 @@ class OnnxExporter:
         return {"onnx": importlib.metadata.version("onnx"), "onnxruntime": importlib.metadata.version("onnxruntime"),
                 "opset": str(OPSET)}
 
-    def export(self, program: DeviceProgram, path: Path, options: ExportOptions) -> ArtifactInfo:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # The TorchScript-based exporter: the dynamo one needs onnxscript, which adds nothing here.
-            torch.onnx.export(program.module, program.example_inputs, str(path), input_names=list(program.input_names),
-                              output_names=list(program.output_names), opset_version=OPSET, dynamo=False)
-        outputs = [TensorSpec.of(n, t).as_dict() for n, t in zip(program.output_names, program.run(*program.example_inputs))]
-        return ArtifactInfo(signatures={"default": {"inputs": [s.as_dict() for s in program.input_specs()],
-                                                    "outputs": outputs}})
+    def export(self, program: DeviceProgram, path: Path, options: ExportOptions,
+               reference: ProgramReference | None = None) -> ArtifactInfo:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                # The TorchScript-based exporter: the dynamo one needs onnxscript, which adds nothing here.
+                torch.onnx.export(program.module, program.example_inputs, str(path),
+                                  input_names=list(program.input_names), output_names=list(program.output_names),
+                                  opset_version=OPSET, dynamo=False)
+        except Exception as e:
+            m = re.search(r"operator '([\w:.]+)'", str(e))
+            if m:
+                raise UnsupportedOp(m.group(1), self.format, program.name, f"not in ONNX opset {OPSET}") from e
+            raise
+        outputs = [TensorSpec.of(n, t) for n, t in zip(program.output_names, program.run(*program.example_inputs))]
+        return ArtifactInfo(signatures={"default": Signature(program.input_specs(), outputs)},
+                            passes=[PassRecord("torch_onnx_export", {"opset": OPSET})])
 
 
 EXPORTER = OnnxExporter()

@@ -1,156 +1,224 @@
-"""``dcx export``: every device program of the chosen recipes, in every chosen format, plus manifest.json.
+"""``dcx export``: device programs -> artifacts in every chosen format + references + ``manifest.json``.
+
+``export_programs`` is the one path: the Python API calls it with a user's
+programs, ``export_recipe`` with a recipe's (trained from a checkpoint, or
+initialised from the seed).
 
 Safety rules: an existing output folder is refused unless ``force``; with
 ``force`` only files listed in its manifest (files dcx wrote) are replaced;
-each artifact is written under a temporary name and renamed, so an
-interrupted export leaves no half-written artifact; one format failing does
-not stop the others.
+every artifact and reference is written under a temporary name and renamed,
+so an interrupted export leaves no half-written file and the manifest always
+describes what is on disk; one format failing (an op it cannot take, say)
+does not stop the others; an OS error (no space, no permission) stops the
+export with one line naming the path, keeping what was finished.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import shutil
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
-from dcx.errors import DcxError
+from dcx.errors import DcxError, StorageError
 from dcx.export import ExportOptions, get_exporter, resolve_formats
-from dcx.export.manifest import MANIFEST, SCHEMA, read_manifest, sha256_of, size_of, write_manifest
-from dcx.recipes import resolve_recipes
+from dcx.export.weight_locations import locate_weights
+from dcx.fileio import check_writable_folder, os_errors, remove, temporary_sibling
+from dcx.manifest import (MANIFEST, MANIFEST_SCHEMA, ExportFailure, Flops, Manifest, ManifestEntry, Optimizer,
+                          Provenance, ReferenceInfo, read_manifest, sha256_of, size_of, write_manifest)
+from dcx.programs import DeviceProgram
+from dcx.reference import ProgramReference, build_reference, reference_file
+
+Progress = Callable[[str], None]
 
 
 @dataclass
 class ExportSummary:
     out: Path
-    written: list[dict] = field(default_factory=list)
-    failed: list[dict] = field(default_factory=list)
+    written: list[ManifestEntry] = field(default_factory=list)
+    failed: list[ExportFailure] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     seconds_per_format: dict[str, float] = field(default_factory=dict)
 
 
-def _prepare_out(out: Path, force: bool) -> list[dict]:
-    """The manifest entries of a previous dcx export there: the only files we may replace."""
+def _previous_manifest(out: Path, force: bool) -> Manifest | None:
+    """The manifest of an earlier dcx export in ``out`` (its files are the only ones dcx may replace)."""
     if out.exists() and not out.is_dir():
         raise DcxError(f"--out {out} is a file: choose a folder path")
-    if out.exists() and any(out.iterdir()):
+    if out.is_dir() and any(out.iterdir()):
         if not force:
             raise DcxError(f"--out {out} exists and is not empty: pass --force to replace what dcx wrote there, "
                            "or choose a new folder")
         try:
-            return read_manifest(out)["artifacts"]
+            return read_manifest(out)
         except DcxError:
-            return []
-    out.mkdir(parents=True, exist_ok=True)
-    return []
+            return None
+    check_writable_folder(out)  # fail now, with one line, if the folder cannot be written
+    return None
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+def _write_file(out: Path, name: str, ours: set[str], write: Callable[[Path], Any]) -> Any:
+    """Write ``out/name`` through a temporary name; a file there that dcx did not write is never replaced."""
+    target = out / name
+    if (target.exists() or target.is_symlink()) and name not in ours:
+        raise DcxError(f"{target} exists and was not written by dcx: move it away (dcx never deletes it)")
+    tmp = temporary_sibling(target)
+    try:
+        with os_errors(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            remove(tmp)
+            result = write(tmp)
+            remove(target)
+            tmp.rename(target)
+    except BaseException:
+        remove(tmp)
+        raise
+    return result
 
 
-def export(recipe: str, fmt: str, out: Path, *, force: bool = False, seed: int = 0,
-           options: ExportOptions | None = None, progress: Callable[[str], None] = lambda s: None) -> ExportSummary:
+def export_programs(programs: Sequence[DeviceProgram], out: Path, formats: str | Sequence[str] = "all", *,
+                    force: bool = False, options: ExportOptions | None = None,
+                    provenance: Provenance | None = None, reference_seed: int = 0,
+                    progress: Progress = lambda s: None) -> ExportSummary:
+    """Export ``programs`` to every format in ``formats`` ("all", a name, or a list) into the folder ``out``."""
     options = options or ExportOptions()
-    recipes = resolve_recipes(recipe)
-    formats = resolve_formats(fmt)
-    exporters = {f: get_exporter(f) for f in formats}
+    provenance = provenance or Provenance("user")
+    fmts = resolve_formats(formats) if isinstance(formats, str) else [f for x in formats for f in resolve_formats(x)]
+    names = [p.name for p in programs]
+    if len(set(names)) != len(names):
+        raise DcxError(f"program names must be unique, got {names}")
+    exporters = {f: get_exporter(f) for f in fmts}
     out = Path(out)
-    previous = _prepare_out(out, force)
-    ours = {e["file"] for e in previous} | {MANIFEST}
-    summary = ExportSummary(out)
-    jobs = [(f, r, p) for r in recipes for p in r.device_programs(seed) for f in formats]
-    redone = {(p.name, f) for f, _, p in jobs}
+    previous = _previous_manifest(out, force)
+    ours = {MANIFEST} | ({n for e in previous.artifacts for n in (e.file, e.reference.file)} | set(previous.references)
+                         if previous else set())
+    redone = {(p.name, f) for p in programs for f in fmts}
     # Entries of an earlier export that this one does not redo stay listed (their files stay too).
-    kept = [e for e in previous if (e["program"], e["format"]) not in redone and (out / e["file"]).exists()]
-    manifest = {"schema": SCHEMA, "dcx": importlib.metadata.version("dcx"), "seed": seed,
-                "options": asdict(options), "artifacts": kept, "failures": []}
-    for i, (f, recipe_obj, program) in enumerate(jobs, 1):
-        exporter = exporters[f]
+    kept = [e for e in previous.artifacts if (e.program, e.format) not in redone and (out / e.file).exists()] \
+        if previous else []
+    manifest = Manifest(MANIFEST_SCHEMA, importlib.metadata.version("dcx"), kept,
+                        references=sorted({e.reference.file for e in kept}))
+    summary = ExportSummary(out)
+    jobs = [(p, f) for p in programs for f in fmts]
+    references: dict[str, tuple[ProgramReference, ReferenceInfo]] = {}
+    for i, (program, fmt) in enumerate(jobs, 1):
+        exporter = exporters[fmt]
+        label = f"[{i}/{len(jobs)}] {fmt:<10} {program.name:<26}"
         reason = exporter.supports(program)
-        label = f"[{i}/{len(jobs)}] {f:<10} {program.name:<24}"
         if reason:
-            summary.skipped.append({"program": program.name, "format": f, "reason": reason})
+            summary.skipped.append({"program": program.name, "format": fmt, "reason": reason})
             progress(f"{label} skipped: {reason}")
             continue
+        if program.name not in references:
+            references[program.name] = _write_reference(out, program, ours, reference_seed)
+            manifest.references = sorted({*manifest.references, references[program.name][1].file})
+            with os_errors(out / MANIFEST):
+                write_manifest(out, manifest)
+        reference, ref_info = references[program.name]
         name = f"{program.name}{exporter.suffix_for(program)}"
-        target = out / name
-        if target.exists() and name not in ours:
-            failure = {"program": program.name, "format": f,
-                       "error": f"{target} exists and was not written by dcx: move it away (dcx never deletes it)"}
-            summary.failed.append(failure)
-            manifest["failures"].append(failure)
-            progress(f"{label} FAILED: {failure['error']}")
-            continue
-        tmp = out / f".{name}.tmp"
         start = time.perf_counter()
         try:
-            _remove(tmp)
-            # a fresh program per artifact: exporters may rewrite modules (e.g. enable fused kernels)
-            fresh = next(p for p in recipe_obj.device_programs(seed) if p.name == program.name)
-            info = exporter.export(fresh, tmp, options)
-            _remove(target)
-            tmp.rename(target)
-        except KeyboardInterrupt:
-            _remove(tmp)
-            raise
+            info = _write_file(out, name, ours, lambda tmp: exporter.export(program.copy(), tmp, options, reference))
+        except (KeyboardInterrupt, DcxError) as e:
+            if isinstance(e, (KeyboardInterrupt, StorageError)):
+                write_manifest(out, manifest)
+                raise
+            _fail(summary, manifest, program, fmt, str(e), getattr(e, "op", None), progress, label)
+            continue
         except Exception as e:  # one format failing must not stop the others
-            _remove(tmp)
-            failure = {"program": program.name, "format": f, "error": f"{type(e).__name__}: {e}".splitlines()[0],
-                       "trace": traceback.format_exc(limit=3)}
-            summary.failed.append(failure)
-            manifest["failures"].append({k: v for k, v in failure.items() if k != "trace"})
-            progress(f"{label} FAILED: {failure['error']}")
+            _fail(summary, manifest, program, fmt, f"{type(e).__name__}: {e}".splitlines()[0], None, progress, label,
+                  traceback.format_exc(limit=3))
             continue
         seconds = time.perf_counter() - start
-        summary.seconds_per_format[f] = summary.seconds_per_format.get(f, 0.0) + seconds
-        entry = _entry(program, f, target, info, exporter.versions(), seconds)
-        manifest["artifacts"].append(entry)
+        summary.seconds_per_format[fmt] = summary.seconds_per_format.get(fmt, 0.0) + seconds
+        entry = _entry(program, fmt, out / name, info, exporter.versions(), seconds, provenance, ref_info, reference)
+        manifest.artifacts = [e for e in manifest.artifacts if (e.program, e.format) != (program.name, fmt)]
+        manifest.artifacts.append(entry)
         summary.written.append(entry)
-        write_manifest(out, manifest)  # after every artifact: the folder is always consistent
-        progress(f"{label} {entry['size_bytes']:>10,} B  {seconds:5.1f}s  {name}")
-    write_manifest(out, manifest)
+        with os_errors(out / MANIFEST):
+            write_manifest(out, manifest)  # after every artifact: the folder is always consistent
+        progress(f"{label} {entry.size_bytes:>12,} B  {seconds:5.1f}s  {name}")
+    with os_errors(out / MANIFEST):
+        write_manifest(out, manifest)
     return summary
 
 
-def _notes(program, fmt: str, info) -> dict:
-    """The program's and the exporter's notes, plus how ICIIA's partitioned projection runs in this format."""
-    from dcx.kernels import lowering_note
-    from dcx.models.partitioned_linear import PartitionedLinear
-
-    notes = {**program.notes, **info.notes}
-    if any(isinstance(m, PartitionedLinear) for m in program.module.modules()):
-        fused = "fused_kernels" in notes
-        notes.setdefault("partitioned_linear", lowering_note(fmt) if fmt != "executorch" or fused else
-                         "ATen bmm + transpose/reshape; pass --fused-kernels for the fused dcx:: op")
-    return notes
+def _fail(summary: ExportSummary, manifest: Manifest, program: DeviceProgram, fmt: str, error: str, op: str | None,
+          progress: Progress, label: str, trace: str | None = None) -> None:
+    failure = ExportFailure(program.name, fmt, error, op)
+    summary.failed.append(failure)
+    manifest.failures.append(failure)
+    progress(f"{label} FAILED: {error}")
+    if trace:
+        progress(trace.rstrip())
 
 
-def _entry(program, fmt: str, path: Path, info, versions: dict, seconds: float) -> dict:
-    return {
-        "recipe": program.recipe,
-        "program": program.name,
-        "kind": program.kind,
-        "format": fmt,
-        "file": path.name,
-        "sha256": sha256_of(path),
-        "size_bytes": size_of(path),
-        "inputs": [s.as_dict() for s in program.input_specs()],
-        "outputs": next(iter(info.signatures.values()))["outputs"] if info.signatures else [],
-        "signatures": info.signatures,
-        "trainable": {n: list(p.shape) for n, p in program.trainable.items()},
-        "frozen": {n: list(t.shape) for n, t in program.frozen.items()},
-        "optimizer": {"type": "sgd", "lr": program.optimizer.lr} if program.optimizer else None,
-        "flops": program.flops(),
-        "versions": versions,
-        "weights": info.weights,
-        "deviations": info.deviations,
-        "notes": _notes(program, fmt, info),
-        "export_seconds": round(seconds, 3),
-    }
+def _write_reference(out: Path, program: DeviceProgram, ours: set[str], seed: int
+                     ) -> tuple[ProgramReference, ReferenceInfo]:
+    reference = build_reference(program, seed=seed)
+    rel = reference_file(program.name)
+    _write_file(out, rel, ours, reference.save)
+    ours.add(rel)
+    return reference, ReferenceInfo(rel, sha256_of(out / rel), reference.steps)
+
+
+def _entry(program: DeviceProgram, fmt: str, path: Path, info, versions: dict, seconds: float,
+           provenance: Provenance, ref_info: ReferenceInfo, reference: ProgramReference) -> ManifestEntry:
+    flops = program.flops()
+    return ManifestEntry(
+        program=program.name, recipe=program.recipe, kind=program.kind, format=fmt, file=path.name,
+        sha256=sha256_of(path), size_bytes=size_of(path), inputs=program.input_specs(),
+        outputs=next(iter(info.signatures.values())).outputs if info.signatures else [],
+        signatures=info.signatures,
+        trainable={n: list(p.shape) for n, p in program.trainable.items()},
+        frozen={n: list(t.shape) for n, t in program.frozen.items()},
+        optimizer=Optimizer("sgd", program.optimizer.lr) if program.optimizer else None,
+        flops=Flops(flops["forward"], flops.get("backward")), weights=info.weights,
+        weight_locations=locate_weights(path, reference.weights()), provenance=provenance,
+        requires=info.requires, passes=info.passes, deviations=info.deviations, reference=ref_info,
+        versions=versions, export_seconds=round(seconds, 3), notes={**program.notes, **info.notes})
+
+
+def export_recipe(recipe_name: str | None, fmt: str, out: Path, *, checkpoint: Path | None = None, seed: int = 0,
+                  overrides: dict[str, Any] | None = None, user: int | None = None, force: bool = False,
+                  options: ExportOptions | None = None, progress: Progress = lambda s: None) -> ExportSummary:
+    """A recipe's device programs through ``export_programs``: trained ones from ``checkpoint``, or initialised
+    from ``seed`` (``recipe_name`` "all" exports every recipe, initialised)."""
+    from dcx.recipes import config_as_json, resolve_recipes
+
+    extra = {} if user is None else {"user": user}
+    if checkpoint is not None:
+        from dcx.checkpoint import load_checkpoint
+
+        if recipe_name == "all":
+            raise DcxError("--recipe all cannot be combined with --checkpoint: a checkpoint holds one recipe")
+        ckpt, recipe, modules = load_checkpoint(Path(checkpoint), recipe_name, overrides)
+        programs = recipe.device_programs(ckpt.seed, modules, **_options_for(recipe, extra, strict=True))
+        provenance = Provenance("checkpoint", ckpt.seed, str(checkpoint), ckpt.tensors_sha256, ckpt.config)
+        return export_programs(programs, out, fmt, force=force, options=options, provenance=provenance,
+                               reference_seed=ckpt.seed, progress=progress)
+    if recipe_name is None:
+        raise DcxError("pass --recipe NAME (or all), or --checkpoint CKPT written by `dcx train`")
+    if recipe_name == "all" and overrides:
+        raise DcxError("--set needs one recipe: pass --recipe NAME")
+    recipes = resolve_recipes(recipe_name, **(overrides or {})) if recipe_name != "all" else resolve_recipes("all")
+    programs = []
+    for recipe in recipes:
+        programs += recipe.device_programs(seed, **_options_for(recipe, extra, strict=recipe_name != "all"))
+    config = config_as_json(recipes[0].cfg) if len(recipes) == 1 else None
+    provenance = Provenance("initialised", seed, recipe_config=config)
+    return export_programs(programs, out, fmt, force=force, options=options, provenance=provenance,
+                           reference_seed=seed, progress=progress)
+
+
+def _options_for(recipe, options: dict[str, Any], strict: bool) -> dict[str, Any]:
+    """The device-program options (e.g. CoDA's ``user``) that ``recipe`` takes; with ``strict``, others are errors."""
+    import inspect
+
+    accepted = inspect.signature(recipe.device_programs).parameters
+    unknown = [k for k in options if k not in accepted]
+    if unknown and strict:
+        raise DcxError(f"--{unknown[0]} does not apply to recipe {recipe.name!r}: drop it")
+    return {k: v for k, v in options.items() if k in accepted}

@@ -1,13 +1,15 @@
 """TFLite / LiteRT exporter: ``.tflite`` programs that run, and train, on builtin ops only.
 
-The pipeline (each step a named, tested pass):
+The passes (each named, tested):
 
-1. ``export_core_aten``          PyTorch program -> core-ATen graph (``torch.export`` + decompositions)
-2. ``lower_aten_to_tf``          core ATen -> TF ops, one builder per op (``passes/aten_to_tf.py``),
-                                 with builtin-only gradients (``passes/tf_builtin_gradients.py``)
-3. ``build_tf_signatures``       ``train`` / ``infer`` / ``save`` / ``restore`` (``passes/tf_signatures.py``)
-4. ``convert_to_tflite``         SavedModel -> flatbuffer, TFLITE_BUILTINS only, resource variables on
-5. ``check_builtin_ops_only``    reject any Flex/custom op (``passes/tf_builtin_ops_only.py``)
+1. ``capture_core_aten``     PyTorch program -> core-ATen graph (``torch.export`` + decompositions)
+2. ``check_tf_lowerable``    every op has a TF builder, else ``UnsupportedOp`` naming it
+3. ``lower_aten_to_tf``      core ATen -> TF ops, one builder per op (``passes/aten_to_tf.py``),
+                             with builtin-only gradients (``passes/tf_builtin_gradients.py``)
+4. ``build_tf_signatures``   ``train`` / ``infer`` / ``save`` / ``restore`` (``passes/tf_signatures.py``)
+
+Serialization: ``convert_to_tflite`` (SavedModel -> flatbuffer, TFLITE_BUILTINS only, resource
+variables on), then ``check_builtin_ops_only`` rejects any Flex/custom op.
 
 Training programs get all four signatures, with plain SGD at
 ``program.optimizer.lr`` inside ``train``; inference programs get ``infer``.
@@ -23,10 +25,13 @@ from pathlib import Path
 
 import torch
 
-from dcx.errors import DcxError
+from dcx.errors import DcxError, UnsupportedOp
 from dcx.export import ArtifactInfo, ExportOptions
+from dcx.export.passes import FunctionPass, PassContext, run_passes
 from dcx.export.passes.graph_capture import capture
+from dcx.manifest import Deviation, Signature
 from dcx.programs import DeviceProgram, TensorSpec
+from dcx.reference import ProgramReference
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ INFO/WARNING lines drown the CLI's output
 
@@ -34,6 +39,43 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ INFO/WARNING line
 def export_core_aten(program: DeviceProgram) -> torch.export.ExportedProgram:
     """The program's graph as core ATen ops: the only description of the model the TF lowering reads."""
     return capture(program).run_decompositions()
+
+
+def _capture_core_aten(module, ctx: PassContext) -> torch.export.ExportedProgram:
+    return export_core_aten(ctx.program)
+
+
+def _check_tf_lowerable(ep: torch.export.ExportedProgram, ctx: PassContext) -> torch.export.ExportedProgram:
+    from dcx.export.passes.aten_to_tf import ATEN_TO_TF
+
+    missing = sorted({str(n.target) for n in ep.graph.nodes if n.op == "call_function" and n.target not in ATEN_TO_TF})
+    if missing:
+        raise UnsupportedOp(missing[0], "tflite", ctx.program.name,
+                            "no builtin-op lowering in toolchain/dcx/export/passes/aten_to_tf.py"
+                            + (f" (nor for {', '.join(missing[1:])})" if len(missing) > 1 else ""))
+    return ep
+
+
+def _lower_aten_to_tf(ep: torch.export.ExportedProgram, ctx: PassContext):
+    from dcx.export.passes.aten_to_tf import lower_aten_to_tf
+
+    if any(n.op == "call_function" and n.target == torch.ops.aten.log1p.default for n in ep.graph.nodes):
+        ctx.deviations.append(Deviation(
+            "log1p(x) is computed as log(1 + x) (TFLite has no LOG1P builtin); in BCE-with-logits x = exp(-|z|) is "
+            "in (0, 1], where this adds at most ~1e-7 absolute error"))
+    return lower_aten_to_tf(ep)
+
+
+def _build_tf_signatures(graph, ctx: PassContext):
+    from dcx.export.passes.tf_signatures import build_tf_signatures
+
+    specs = build_tf_signatures(ctx.program, graph)
+    ctx.report("build_tf_signatures", signatures=sorted(specs.functions))
+    return specs
+
+
+PASSES = [FunctionPass("capture_core_aten", _capture_core_aten), FunctionPass("check_tf_lowerable", _check_tf_lowerable),
+          FunctionPass("lower_aten_to_tf", _lower_aten_to_tf), FunctionPass("build_tf_signatures", _build_tf_signatures)]
 
 
 def convert_to_tflite(functions: dict, module) -> bytes:
@@ -77,52 +119,42 @@ class TFLiteExporter:
             return "the fused dcx:: PartitionedLinear kernel is ExecuTorch-only; TFLite needs the reference module"
         return None
 
-    def export(self, program: DeviceProgram, path: Path, options: ExportOptions | None = None) -> ArtifactInfo:
-        from dcx.export.passes.aten_to_tf import lower_aten_to_tf
+    def export(self, program: DeviceProgram, path: Path, options: ExportOptions,
+               reference: ProgramReference | None = None) -> ArtifactInfo:
         from dcx.export.passes.tf_builtin_ops_only import check_builtin_ops_only, operator_histogram
-        from dcx.export.passes.tf_signatures import build_tf_signatures
 
         reason = self.supports(program)
         if reason:
             raise DcxError(f"{program.name}: cannot export to tflite: {reason}")
-        ep = export_core_aten(program)
+        ctx = PassContext(program, options, self.format)
         with _quiet_tf():
-            graph = lower_aten_to_tf(ep)
-            specs = build_tf_signatures(program, graph)
+            specs = run_passes(PASSES, program.module, ctx)
             model = convert_to_tflite(specs.functions, specs.module)
         check_builtin_ops_only(model, f"{program.name} -> {path}")
         Path(path).write_bytes(model)
         return ArtifactInfo(
             signatures=self.signatures(program),
             weights={n: n for n in program.trainable},
-            deviations=self.deviations(ep),
+            deviations=ctx.deviations,
+            passes=ctx.records,
             notes=self.notes(program, operator_histogram(model), options),
         )
 
     # ------------------------------------------------------------ description
 
     @staticmethod
-    def signatures(program: DeviceProgram) -> dict[str, dict]:
-        inputs = [s.as_dict() for s in program.input_specs()]
+    def signatures(program: DeviceProgram) -> dict[str, Signature]:
+        inputs = program.input_specs()
         with torch.no_grad():
             outs = program.run(*program.example_inputs)
-        outputs = [TensorSpec.of(n, t).as_dict() for n, t in zip(program.output_names, outs)]
-        sigs = {"infer": {"inputs": inputs, "outputs": outputs}}
+        outputs = [TensorSpec.of(n, t) for n, t in zip(program.output_names, outs)]
+        sigs = {"infer": Signature(inputs, outputs)}
         if program.kind == "train":
-            weights = [TensorSpec.of(n, p).as_dict() for n, p in program.trainable.items()]
-            sigs["train"] = {"inputs": inputs, "outputs": outputs}
-            sigs["save"] = {"inputs": [], "outputs": weights}
-            sigs["restore"] = {"inputs": weights, "outputs": weights}
+            weights = [TensorSpec.of(n, p) for n, p in program.trainable.items()]
+            sigs["train"] = Signature(inputs, outputs)
+            sigs["save"] = Signature([], weights)
+            sigs["restore"] = Signature(weights, weights)
         return sigs
-
-    @staticmethod
-    def deviations(ep: torch.export.ExportedProgram) -> list[str]:
-        targets = {n.target for n in ep.graph.nodes if n.op == "call_function"}
-        out = []
-        if torch.ops.aten.log1p.default in targets:
-            out.append("log1p(x) is computed as log(1 + x) (TFLite has no LOG1P builtin); in BCE-with-logits "
-                       "x = exp(-|z|) is in (0, 1], where this adds at most ~1e-7 absolute error")
-        return out
 
     @staticmethod
     def notes(program: DeviceProgram, ops: dict, options: ExportOptions | None) -> dict[str, str]:

@@ -1,53 +1,233 @@
-"""The recipe registry: methods are found by name, never imported directly by the tools.
+"""The recipe registry: methods and their variants are found by name, never imported directly by the tools.
 
-A recipe is one module per method (timm-style: one file per family). It
-registers a class with ``@register_recipe``; the class builds the method's
-device programs with a uniform call, ``get_recipe(name).device_programs(seed)``.
+timm-style: one file per method registers a recipe class with ``@register_recipe``
+(its default config is ``cls.Config()``) and may register named variants with
+other configs (``register_variant``). Every tool builds a recipe the same way,
+``get_recipe(name, quick=False, **overrides)``; overrides are checked against
+the config's fields, so ``--set key=value`` on the CLI means the same thing for
+``train``, ``export`` and ``evaluate``.
+
+A recipe is the single source of truth of a method:
+
+- ``build_modules(seed)``: the method's modules, freshly initialised from the config;
+- ``train(seed, progress)``: the cloud phase on real data -> ``TrainedModules``;
+- ``device_programs(seed, modules=None, **options)``: what runs on the phone, built
+  from trained modules (a checkpoint) or, without them, from ``build_modules``;
+- ``evaluate(seed)``: the method end to end with its baselines;
+- ``score(program_name, predict, seed)``: an exported inference program, run by
+  ``predict``, scored on real held-out data.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+import ast
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+from torch import nn
 
 from dcx.errors import DcxError
 from dcx.programs import DeviceProgram
+
+Predict = Callable[..., list[np.ndarray]]  # a runtime session's ``run``: numpy inputs -> numpy outputs
+
+
+@dataclass(frozen=True)
+class DataUsed:
+    """One dataset slice a cloud phase trained or measured on (recorded in checkpoints)."""
+
+    dataset: str  # e.g. "fashion-mnist", "movielens-100k"
+    split: str  # e.g. "train", "test", "pool"
+    samples: int
+    role: str  # what it was used for, e.g. "cloud training", "held-out metrics"
+
+
+@dataclass
+class TrainedModules:
+    """What a recipe's cloud phase produces: the trained modules, the held-out metrics and the data it used."""
+
+    modules: dict[str, nn.Module]
+    metrics: dict[str, float]
+    data: list[DataUsed] = field(default_factory=list)
 
 
 class Recipe(Protocol):
     name: str
     summary: str
     program_names: tuple[str, ...]
+    cfg: Any  # the recipe's frozen config dataclass
 
-    def device_programs(self, seed: int = 0) -> list[DeviceProgram]: ...
+    def build_modules(self, seed: int = 0) -> dict[str, nn.Module]: ...
+
+    def train(self, seed: int = 0, progress: Callable[[str], None] = lambda s: None) -> TrainedModules: ...
+
+    def device_programs(self, seed: int = 0, modules: dict[str, nn.Module] | None = None,
+                        **options: Any) -> list[DeviceProgram]: ...
 
     def evaluate(self, seed: int = 0) -> dict[str, float]:
         """The method end to end on its real data, at the built-in (CI-sized) defaults."""
 
+    def score(self, program_name: str, predict: Predict, seed: int = 0) -> dict[str, float]:
+        """An inference program, run by ``predict``, scored on real held-out data."""
 
-_REGISTRY: dict[str, Callable[[], Recipe]] = {}
+
+@dataclass(frozen=True)
+class RecipeEntry:
+    name: str
+    cls: type
+    config: Any  # the default config of this name
+    quick: dict[str, Any]  # overrides for CI-sized runs (``--quick``)
+
+
+_REGISTRY: dict[str, RecipeEntry] = {}
 
 
 def register_recipe(cls: type) -> type:
-    _REGISTRY[cls.name] = cls
+    """Register a recipe class under ``cls.name`` with its default config ``cls.Config()``."""
+    _REGISTRY[cls.name] = RecipeEntry(cls.name, cls, cls.Config(), dict(getattr(cls, "QUICK", {})))
     return cls
+
+
+def register_variant(name: str, cls: type, config: Any, quick: dict[str, Any] | None = None) -> None:
+    """Another named config of an existing recipe class (e.g. a mobile-scale variant)."""
+    _REGISTRY[name] = RecipeEntry(name, cls, config, dict(quick if quick is not None else getattr(cls, "QUICK", {})))
 
 
 def recipe_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def get_recipe(name: str) -> Recipe:
+def _entry(name: str) -> RecipeEntry:
     if name not in _REGISTRY:
         raise DcxError(f"unknown recipe {name!r}: choose one of {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]()
+    return _REGISTRY[name]
 
 
-def resolve_recipes(name: str) -> list[Recipe]:
-    """``all`` or one recipe name."""
-    return [get_recipe(n) for n in recipe_names()] if name == "all" else [get_recipe(name)]
+def config_of(name: str, *, quick: bool = False, **overrides: Any) -> Any:
+    """The config of recipe ``name``: its defaults, the quick settings if asked, then ``overrides`` (checked)."""
+    entry = _entry(name)
+    fields = {f.name for f in dataclasses.fields(entry.config)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise DcxError(f"--set {unknown[0]}: recipe {name!r} has no such config key; valid keys: "
+                       f"{', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(type(entry.config))
+    checked = {k: _check_value(name, k, hints[k], v) for k, v in overrides.items()}
+    return dataclasses.replace(entry.config, **{**(entry.quick if quick else {}), **checked})
+
+
+def get_recipe(name: str, *, quick: bool = False, **overrides: Any) -> Recipe:
+    """The recipe ``name`` with its config (see ``config_of``)."""
+    entry = _entry(name)
+    recipe = entry.cls(config_of(name, quick=quick, **overrides))
+    recipe.name = entry.name
+    return recipe
+
+
+def recipe_for_config(name: str, config: dict[str, Any]) -> Recipe:
+    """The recipe ``name`` with a whole config as a checkpoint stored it (JSON values)."""
+    entry = _entry(name)
+    fields = {f.name for f in dataclasses.fields(entry.config)}
+    unknown = sorted(set(config) - fields)
+    if unknown:
+        raise DcxError(f"config key {unknown[0]!r} is not a field of recipe {name!r} (written by another dcx "
+                       f"version?); valid keys: {', '.join(sorted(fields))}")
+    return get_recipe(name, **{k: _from_json(v) for k, v in config.items()})
+
+
+def config_as_json(cfg: Any) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def parse_overrides(name: str, pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` from ``--set`` -> typed overrides for recipe ``name`` (checked by ``config_of``)."""
+    entry = _entry(name)
+    hints = typing.get_type_hints(type(entry.config))
+    valid = ", ".join(sorted(hints))
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise DcxError(f"--set {pair!r}: expected key=value; valid keys for {name!r}: {valid}")
+        if key not in hints:
+            raise DcxError(f"--set {key}: recipe {name!r} has no such config key; valid keys: {valid}")
+        out[key] = _parse_text(name, key, hints[key], text.strip())
+    return out
+
+
+# ---------------------------------------------------------------- typed values
+
+def _from_json(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _parse_text(recipe: str, key: str, tp: Any, text: str) -> Any:
+    if tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType) and str in typing.get_args(tp)):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        lowered = text.lower()
+        value = {"true": True, "false": False, "none": None, "null": None}.get(lowered, text)
+    return _check_value(recipe, key, tp, value)
+
+
+def _check_value(recipe: str, key: str, tp: Any, value: Any) -> Any:
+    """``value`` as type ``tp`` (ints widen to floats, lists become tuples), or a one-line error."""
+    ok, converted = _convert(tp, value)
+    if not ok:
+        raise DcxError(f"--set {key}={value!r}: recipe {recipe!r} expects {_type_name(tp)} for {key}")
+    return converted
+
+
+def _convert(tp: Any, value: Any) -> tuple[bool, Any]:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            ok, v = _convert(arg, value)
+            if ok:
+                return True, v
+        return False, None
+    if tp is type(None):
+        return value is None, None
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else None
+    if tp is str:
+        return isinstance(value, str), value
+    if origin is tuple:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = (value,)
+        if not isinstance(value, (tuple, list)):
+            return False, None
+        item_types = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(item_types) != len(value):
+            return False, None
+        converted = [_convert(t, v) for t, v in zip(item_types, value)]
+        return all(ok for ok, _ in converted), tuple(v for _, v in converted)
+    return False, None
+
+
+def resolve_recipes(name: str, **kwargs: Any) -> list[Recipe]:
+    """``all`` (every registered name) or one recipe name."""
+    return [get_recipe(n, **kwargs) for n in recipe_names()] if name == "all" else [get_recipe(name, **kwargs)]
 
 
 def get_program(full_name: str, seed: int = 0) -> DeviceProgram:
+    """A program of a recipe at its default config, freshly initialised: ``get_program("dcccl.train")``."""
     recipe = get_recipe(full_name.split(".", 1)[0])
     for program in recipe.device_programs(seed):
         if program.name == full_name:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,7 +26,8 @@ from torch import nn
 from dcx.data.movielens import GENRES, MovieLens, load_movielens
 from dcx.data.partition import temporal_split
 from dcx.programs import SGD, DeviceProgram, freeze
-from dcx.recipes import register_recipe
+from dcx.errors import DcxError
+from dcx.recipes import DataUsed, Predict, TrainedModules, register_recipe
 from dcx.training import fit, predict, roc_auc, seed_everything
 
 
@@ -234,18 +237,46 @@ def user_auc(model: nn.Module, test: Samples) -> float:
 class CoDA:
     name = "coda"
     summary = "on-device sample classifier filters cloud-retrieved samples; personalized recommender fine-tuning"
-    program_names = ("coda.classifier.train", "coda.classifier.infer", "coda.recommender.train",
-                     "coda.recommender.infer")
+    Config = CoDAConfig
+    QUICK = {"global_epochs": 1}
 
     def __init__(self, cfg: CoDAConfig | None = None):
         self.cfg = cfg or CoDAConfig()
 
-    def device_programs(self, seed: int = 0, model: GlobalRecommender | None = None,
-                        user: int = 0) -> list[DeviceProgram]:
-        cfg = self.cfg
+    @property
+    def program_names(self) -> tuple[str, ...]:
+        return tuple(f"{self.name}.{p}" for p in ("classifier.train", "classifier.infer", "recommender.train",
+                                                  "recommender.infer"))
+
+    def build_modules(self, seed: int = 0) -> dict[str, nn.Module]:
+        """A fresh global model of MovieLens-100K's shape (943 users, 1,682 items)."""
         seed_everything(seed)
-        if model is None:  # a fresh model of MovieLens-100K's shape (943 users, 1,682 items)
-            model = GlobalRecommender(943, 1682, cfg.dim, cfg.hidden)
+        return {"global": GlobalRecommender(943, 1682, self.cfg.dim, self.cfg.hidden)}
+
+    def train(self, seed: int = 0, progress: Callable[[str], None] = lambda s: None) -> TrainedModules:
+        """The cloud phase: the global recommender on the pool (every user's earlier interactions)."""
+        split = make_split(self.cfg)
+        progress(f"training the global recommender on {len(split.pool)} pool interactions "
+                 f"({self.cfg.global_epochs} epochs)")
+        model = train_global(split, self.cfg, seed)
+        test = split.test
+        scores = predict(model, test.user, test.item, test.genres).numpy()
+        users = torch.unique(test.user).tolist()
+        per_user = [roc_auc(scores[(test.user == u).numpy()], test.liked[test.user == u].numpy()) for u in users]
+        metrics = {"auc_test": roc_auc(scores, test.liked.numpy()),
+                   "auc_test_mean_per_user": float(np.nanmean(per_user))}
+        data = [DataUsed("movielens-100k", "pool", len(split.pool), "global model training (earliest 60% per user)"),
+                DataUsed("movielens-100k", "test", len(test), "held-out metrics (latest 20% per user)")]
+        return TrainedModules({"global": model}, metrics, data)
+
+    def device_programs(self, seed: int = 0, modules: dict[str, nn.Module] | None = None,
+                        user: int = 0) -> list[DeviceProgram]:
+        """The sample classifier and the personal recommender of ``user`` (a MovieLens user index)."""
+        cfg = self.cfg
+        model = (modules if modules is not None else self.build_modules(seed))["global"]
+        if not 0 <= user < model.user.num_embeddings:
+            raise DcxError(f"--user {user}: the global model has users 0..{model.user.num_embeddings - 1}")
+        seed_everything(seed)
         num_items = model.item.num_embeddings
         gen = torch.Generator().manual_seed(seed)
         b = cfg.batch_size
@@ -256,20 +287,38 @@ class CoDA:
         clf = SampleClassifier(model.item, cfg.hidden)
         rec = PersonalRecommender(model, user)
         sgd = SGD(cfg.device_lr)
+        batches = partial(self.user_batches, user)
+        name = self.name
         return [
-            DeviceProgram("coda.classifier.train", "train", BCELoss(copy.deepcopy(clf)), (item, genres, liked, target),
-                          ("item", "genres", "liked", "is_local"), ("loss",),
+            DeviceProgram(f"{name}.classifier.train", "train", BCELoss(copy.deepcopy(clf)),
+                          (item, genres, liked, target), ("item", "genres", "liked", "is_local"), ("loss",),
                           "sample classifier step: local (1) vs retrieved (0), item table frozen", optimizer=sgd,
-                          batches=self.classifier_batches),
-            DeviceProgram("coda.classifier.infer", "infer", freeze(copy.deepcopy(clf)), (item, genres, liked),
-                          ("item", "genres", "liked"), ("logit",), "score retrieved samples as local-like"),
-            DeviceProgram("coda.recommender.train", "train", BCELoss(copy.deepcopy(rec)), (item, genres, liked),
+                          batches=lambda steps, s: [b[:4] for b in batches(steps, s)], recipe=name),
+            DeviceProgram(f"{name}.classifier.infer", "infer", freeze(copy.deepcopy(clf)), (item, genres, liked),
+                          ("item", "genres", "liked"), ("logit",), "score retrieved samples as local-like",
+                          recipe=name),
+            DeviceProgram(f"{name}.recommender.train", "train", BCELoss(copy.deepcopy(rec)), (item, genres, liked),
                           ("item", "genres", "liked"), ("loss",),
-                          "personalized recommender step on local + kept samples, item table frozen", optimizer=sgd,
-                          batches=self.recommender_batches),
-            DeviceProgram("coda.recommender.infer", "infer", freeze(copy.deepcopy(rec)), (item, genres),
-                          ("item", "genres"), ("logit",), "personalized 'liked' score"),
+                          f"personalized recommender step (user {user}) on local + kept samples, item table frozen",
+                          optimizer=sgd, batches=lambda steps, s: [b[:3] for b in batches(steps, s)], recipe=name),
+            DeviceProgram(f"{name}.recommender.infer", "infer", freeze(copy.deepcopy(rec)), (item, genres),
+                          ("item", "genres"), ("logit",), f"personalized 'liked' score (user {user})", recipe=name),
         ]
+
+    def score(self, program_name: str, predict: Predict, seed: int = 0, user: int = 0) -> dict[str, float]:
+        """``coda.recommender.infer`` on the user's held-out latest interactions: AUC (batches padded to size)."""
+        if program_name != f"{self.name}.recommender.infer":
+            return {}
+        split = make_split(self.cfg)
+        test = split.of_user(split.test, user)
+        b = self.cfg.batch_size
+        scores = []
+        for start in range(0, len(test), b):
+            idx = torch.arange(start, min(start + b, len(test)))
+            pad = torch.cat([idx, idx[:1].repeat(b - len(idx))])
+            out = predict(test.item[pad].int().numpy(), test.genres[pad].numpy())[0]
+            scores.append(np.asarray(out).reshape(-1)[: len(idx)])
+        return {"auc": roc_auc(np.concatenate(scores), test.liked.numpy()), "samples": float(len(test))}
 
     def evaluate(self, seed: int = 0, users: int = 10) -> dict[str, float]:
         """CoDA on the most active MovieLens users: classifier separation, and per-user AUC of the baselines."""
@@ -290,23 +339,17 @@ class CoDA:
             rows["auc_coda"].append(user_auc(personalize(model, u, local.concat(kept), cfg, seed), test))
         return {k: float(np.nanmean(v)) for k, v in rows.items()}
 
-    def _user_batches(self, steps: int, seed: int) -> tuple[Samples, torch.Tensor, list[torch.Tensor]]:
-        """Real MovieLens interactions: a user's recent samples mixed with other users' (is_local marks the user's)."""
+    def user_batches(self, user: int, steps: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
+        """Real MovieLens interactions of ``user``'s recent samples mixed with other users' pool samples:
+        (item, genres, liked, is_local) per batch; is_local marks the user's own."""
         split = make_split(self.cfg)
-        counts = torch.bincount(split.local.user)
-        user = int(torch.argmax(counts))  # the most active user has enough local samples to batch
         local = split.of_user(split.local, user)
+        if len(local) == 0:
+            raise DcxError(f"--user {user}: MovieLens user {user} has no recent on-device interactions; "
+                           "choose another user")
         gen = torch.Generator().manual_seed(seed)
-        others = split.pool.where(torch.randperm(len(split.pool), generator=gen)[: len(local)])
+        others = split.pool.where(torch.randperm(len(split.pool), generator=gen)[: max(len(local), self.cfg.batch_size)])
         both = local.concat(others)
         is_local = torch.cat([torch.ones(len(local)), torch.zeros(len(others))])
         idx = [torch.randint(0, len(both), (self.cfg.batch_size,), generator=gen) for _ in range(steps)]
-        return both, is_local, idx
-
-    def classifier_batches(self, steps: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
-        both, is_local, idx = self._user_batches(steps, seed)
         return [(both.item[i].int(), both.genres[i], both.liked[i], is_local[i]) for i in idx]
-
-    def recommender_batches(self, steps: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
-        both, _, idx = self._user_batches(steps, seed)
-        return [(both.item[i].int(), both.genres[i], both.liked[i]) for i in idx]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from dcx.data.partition import dirichlet_label_skew
 from dcx.models.convnet import ConvNet, SummedLogits, split_by_width
 from dcx.models.mobilenetv2 import mobilenet_v2_imagenet
 from dcx.programs import SGD, DeviceProgram, freeze
-from dcx.recipes import register_recipe
+from dcx.recipes import DataUsed, Predict, TrainedModules, register_recipe
 from dcx.training import accuracy, fit, seed_everything
 
 
@@ -184,29 +185,71 @@ def make_scenario(cfg: DCCCLConfig, seed: int = 0) -> Scenario:
 class DCCCL:
     name = "dcccl"
     summary = "frozen mimic M steers on-device training of the small submodel S: CE(M(x)+S(x), y)"
-    program_names = ("dcccl.train", "dcccl.infer")
+    Config = DCCCLConfig
+    QUICK = {"cloud_samples": 1500, "cloud_epochs": 2, "distill_epochs": 3}
 
     def __init__(self, cfg: DCCCLConfig | None = None):
         self.cfg = cfg or DCCCLConfig()
 
-    def device_programs(self, seed: int = 0, mimic: nn.Module | None = None,
-                        small: nn.Module | None = None) -> list[DeviceProgram]:
-        """The controlled training step and on-device inference ``M(x) + S(x)``."""
+    @property
+    def program_names(self) -> tuple[str, ...]:
+        return (f"{self.name}.train", f"{self.name}.infer")
+
+    def build_modules(self, seed: int = 0) -> dict[str, nn.Module]:
+        """L and S (width split of one base model, or the heterogeneous pair) and the mimic M, untrained."""
+        large, small = make_submodels(self.cfg, seed)
+        return {"large": large, "small": small, "mimic": make_mimic(self.cfg, seed)}
+
+    def train(self, seed: int = 0, progress: Callable[[str], None] = lambda s: None) -> TrainedModules:
+        """The cloud phase: ``L + S`` on the cloud's samples, then the mimic distilled from L."""
         cfg = self.cfg
-        mimic = copy.deepcopy(mimic) if mimic is not None else make_mimic(cfg, seed)
-        small = copy.deepcopy(small) if small is not None else make_submodels(
-            DCCCLConfig(**{**cfg.__dict__, "heterogeneous": False}), seed)[1]
+        sc = make_scenario(cfg, seed)
+        modules = self.build_modules(seed)
+        large, small, mimic = modules["large"], modules["small"], modules["mimic"]
+        progress(f"training L + S on {len(sc.cloud)} cloud samples ({cfg.cloud_epochs} epochs)")
+        train_cloud(large, small, sc.cloud, cfg, seed)
+        progress(f"distilling the mimic M from L ({cfg.distill_epochs} epochs)")
+        errors = distill_mimic(mimic, large, sc.cloud, cfg, seed)
+        test = load_fashion_mnist("test")
+        tests = sc.device_tests
+        metrics = {
+            "acc_cloud_test": accuracy(SummedLogits(large, small), test.images, test.labels),
+            "acc_devices_cloud_only": sum(accuracy(SummedLogits(large, small), t.images, t.labels)
+                                          for t in tests) / len(tests),
+            "acc_mimic_plus_small_test": accuracy(SummedLogits(mimic, small), test.images, test.labels),
+            "mimic_mse_test": mimic_error(mimic, large, test.images),
+            "mimic_mse_first_epoch": errors[0], "mimic_mse_last_epoch": errors[-1],
+        }
+        data = [DataUsed("fashion-mnist", "train", len(sc.cloud), "cloud training of L + S and distillation of M"),
+                DataUsed("fashion-mnist", "test", len(test), "held-out metrics (acc_cloud_test, mimic_mse_test)"),
+                DataUsed("fashion-mnist", "test", sum(len(t) for t in tests),
+                         "held-out metrics on the devices' class mixes")]
+        return TrainedModules({n: m.eval() for n, m in modules.items()}, metrics, data)
+
+    def device_programs(self, seed: int = 0, modules: dict[str, nn.Module] | None = None) -> list[DeviceProgram]:
+        """The controlled training step and on-device inference ``M(x) + S(x)`` (M and S trained or fresh)."""
+        cfg = self.cfg
+        modules = modules if modules is not None else self.build_modules(seed)
+        mimic, small = modules["mimic"], modules["small"]
         gen = torch.Generator().manual_seed(seed)
         x = torch.rand(cfg.batch_size, 1, 28, 28, generator=gen)
         y = torch.randint(0, 10, (cfg.batch_size,), generator=gen)
         train = DeviceProgram(
-            "dcccl.train", "train", ControlledLoss(copy.deepcopy(mimic), copy.deepcopy(small)), (x, y),
+            f"{self.name}.train", "train", ControlledLoss(copy.deepcopy(mimic), copy.deepcopy(small)), (x, y),
             ("image", "label"), ("loss",), "controlled step: CE(M(x)+S(x), y), M frozen, S trained",
-            optimizer=SGD(cfg.device_lr), batches=self.device_batches)
+            optimizer=SGD(cfg.device_lr), batches=self.device_batches, recipe=self.name)
         infer = DeviceProgram(
-            "dcccl.infer", "infer", freeze(SummedLogits(copy.deepcopy(mimic), copy.deepcopy(small))), (x[:1],),
-            ("image",), ("logits",), "on-device prediction M(x)+S(x)")
+            f"{self.name}.infer", "infer", freeze(SummedLogits(copy.deepcopy(mimic), copy.deepcopy(small))), (x[:1],),
+            ("image",), ("logits",), "on-device prediction M(x)+S(x)", recipe=self.name)
         return [train, infer]
+
+    def score(self, program_name: str, predict: Predict, seed: int = 0) -> dict[str, float]:
+        """``dcccl.infer`` on every Fashion-MNIST test image: accuracy."""
+        if program_name != f"{self.name}.infer":
+            return {}
+        test = load_fashion_mnist("test")
+        preds = [int(np.argmax(predict(test.images[i : i + 1].numpy())[0])) for i in range(len(test))]
+        return {"accuracy": float(np.mean(np.asarray(preds) == test.labels.numpy())), "samples": float(len(test))}
 
     def evaluate(self, seed: int = 0) -> dict[str, float]:
         """The method end to end on Fashion-MNIST, with the baselines of DESIGN.md 1.1.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from dcx.errors import DcxError
 from dcx.models.convnet import ConvNet
 from dcx.models.partitioned_linear import PartitionedLinear
 from dcx.programs import DeviceProgram, freeze
-from dcx.recipes import register_recipe
+from dcx.recipes import DataUsed, Predict, TrainedModules, register_recipe
 from dcx.training import fit, predict, seed_everything
 
 
@@ -192,24 +193,77 @@ def evaluate_clients(backbone: ConvNet, iciia: ICIIA, test: ImageSet, cfg: ICIIA
 class ICIIARecipe:
     name = "iciia"
     summary = "backbone + partitioned, shuffled attention over the client's feature cache (inference only)"
-    program_names = ("iciia.infer",)
+    Config = ICIIAConfig
+    QUICK = {"backbone_samples": 2000, "backbone_epochs": 1, "iciia_clients": 2000, "iciia_epochs": 2}
 
     def __init__(self, cfg: ICIIAConfig | None = None):
         self.cfg = cfg or ICIIAConfig()
 
-    def device_programs(self, seed: int = 0, backbone: ConvNet | None = None,
-                        iciia: ICIIA | None = None) -> list[DeviceProgram]:
+    @property
+    def program_names(self) -> tuple[str, ...]:
+        return (f"{self.name}.infer",)
+
+    def build_modules(self, seed: int = 0) -> dict[str, nn.Module]:
         cfg = self.cfg
         seed_everything(seed)
-        backbone = copy.deepcopy(backbone) if backbone is not None else ConvNet(cfg.channels, cfg.feature_dim)
-        iciia = copy.deepcopy(iciia) if iciia is not None else ICIIA(cfg.feature_dim, cfg.heads, cfg.partitions, 10)
+        backbone = ConvNet(cfg.channels, cfg.feature_dim)
+        return {"backbone": backbone, "iciia": ICIIA(cfg.feature_dim, cfg.heads, cfg.partitions, 10)}
+
+    def train(self, seed: int = 0, progress: Callable[[str], None] = lambda s: None) -> TrainedModules:
+        """The one-time cloud training: the backbone, then the ICIIA module on simulated class-subset clients."""
+        cfg = self.cfg
+        train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+        data = train.subset(np.random.default_rng(seed).choice(len(train), cfg.backbone_samples, replace=False))
+        progress(f"training the backbone on {len(data)} images ({cfg.backbone_epochs} epochs)")
+        backbone = train_backbone(data, cfg, seed)
+        progress(f"training ICIIA (P={cfg.partitions}) on {cfg.iciia_clients} simulated clients x "
+                 f"{cfg.iciia_epochs} epochs")
+        iciia = train_iciia(backbone, data, cfg, seed)
+        clients = evaluate_clients(backbone, iciia, test, cfg, seed=seed + 1)
+        metrics = {"acc_backbone_clients": float(np.mean([c.backbone for c in clients])),
+                   "acc_iciia_clients": float(np.mean([c.iciia for c in clients]))}
+        used = [DataUsed("fashion-mnist", "train", len(data), "backbone and one-time ICIIA training"),
+                DataUsed("fashion-mnist", "test", len(clients), "held-out class-subset clients (streams)")]
+        return TrainedModules({"backbone": backbone, "iciia": iciia}, metrics, used)
+
+    def device_programs(self, seed: int = 0, modules: dict[str, nn.Module] | None = None) -> list[DeviceProgram]:
+        cfg = self.cfg
+        modules = modules if modules is not None else self.build_modules(seed)
         gen = torch.Generator().manual_seed(seed)
         image = torch.rand(1, 1, 28, 28, generator=gen)
         cache = torch.randn(cfg.cache_size, cfg.feature_dim, generator=gen).relu()
+        on_device = ICIIAOnDevice(copy.deepcopy(modules["backbone"]), copy.deepcopy(modules["iciia"]))
         return [DeviceProgram(
-            "iciia.infer", "infer", freeze(ICIIAOnDevice(backbone, iciia)), (image, cache), ("image", "cache"),
+            f"{self.name}.infer", "infer", freeze(on_device), (image, cache), ("image", "cache"),
             ("logits", "feature"), f"backbone + ICIIA (P={cfg.partitions}) over an n={cfg.cache_size} feature cache",
-            notes={"cache": "the app keeps the n x d cache (FIFO/reservoir) from the 'feature' output"})]
+            notes={"cache": "the app keeps the n x d cache (FIFO/reservoir) from the 'feature' output"},
+            recipe=self.name)]
+
+    def score(self, program_name: str, predict: Predict, seed: int = 0) -> dict[str, float]:
+        """``iciia.infer`` as an app runs it: per client, a stream of test images; each prediction uses the
+        cache of the features the program returned for that client's earlier images. Mean per-client accuracy."""
+        if program_name != f"{self.name}.infer":
+            return {}
+        cfg = self.cfg
+        test = load_fashion_mnist("test")
+        labels = test.labels.numpy()
+        rng = np.random.default_rng(seed)
+        accs = []
+        for classes, idx in class_subset_clients(labels, 20, cfg.classes_per_client[1], 48, seed + 1):
+            idx = idx[np.isin(labels[idx], classes[: int(rng.integers(cfg.classes_per_client[0],
+                                                                       cfg.classes_per_client[1] + 1))])]
+            cache = FeatureCache(cfg.cache_size, cfg.feature_dim, "fifo")
+            hits = 0
+            for i in idx:
+                image = test.images[i : i + 1].numpy()
+                if cache.seen:
+                    logits, feature = predict(image, cache.tensor().numpy())
+                    hits += int(np.argmax(logits)) == int(labels[i])
+                else:  # an empty cache: the first image only fills it
+                    feature = predict(image, np.zeros((cfg.cache_size, cfg.feature_dim), np.float32))[1]
+                cache.add(torch.from_numpy(np.asarray(feature)).reshape(-1))
+            accs.append(hits / max(len(idx) - 1, 1))
+        return {"accuracy_per_client": float(np.mean(accs)), "clients": float(len(accs))}
 
     def evaluate(self, seed: int = 0, partitions: tuple[int, ...] = (1, 4, 16)) -> dict[str, float]:
         """One-time training on Fashion-MNIST, then mean per-client accuracy on class-subset test clients.
@@ -227,7 +281,7 @@ class ICIIARecipe:
             cfg = replace(self.cfg, partitions=p)
             iciia = train_iciia(backbone, data, cfg, seed)
             clients = evaluate_clients(backbone, iciia, test, cfg, seed=seed + 1)
-            program = ICIIARecipe(cfg).device_programs(seed, backbone, iciia)[0]
+            program = ICIIARecipe(cfg).device_programs(seed, {"backbone": backbone, "iciia": iciia})[0]
             result["acc_backbone"] = float(np.mean([c.backbone for c in clients]))
             result[f"acc_iciia_p{p}"] = float(np.mean([c.iciia for c in clients]))
             result[f"flops_overhead_pct_p{p}"] = 100.0 * (program.flops()["forward"] - fc.get_total_flops()) / fc.get_total_flops()

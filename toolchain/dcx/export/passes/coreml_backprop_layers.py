@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dcx.export.passes.coreml_interpreter import NNInterpreter
+from dcx.formats.coreml.interpreter import NNInterpreter
 
 _SHAPE_ONLY = {"squeeze", "expandDims", "reshapeStatic"}
 _CHAIN = {"innerProduct", "convolution", "flatten", "pooling", "batchnorm", "activation"}

@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from coremltools.models import datatypes
 from coremltools.models.neural_network import NeuralNetworkBuilder
 
@@ -95,14 +94,3 @@ def add_gradient_matching_mse(spec, logits: str, logits_shape: tuple[int, ...], 
     _rename_target(spec, f"{logits}_true", target)
     return CoreMLLoss("mean_squared_error", logits, target, tuple(logits_shape), "mse_gradient_matching",
                       target_scale=num_classes / 2.0)
-
-
-def gradient_matching_target(trainable_logits: np.ndarray, frozen_logits: np.ndarray, labels: np.ndarray,
-                             scale: float) -> np.ndarray:
-    """The app-side target of ``add_gradient_matching_mse`` for a batch: ``s - k (softmax(m + s) - onehot(y))``."""
-    s = trainable_logits.reshape(len(labels), -1).astype(np.float64)
-    z = s + frozen_logits.reshape(len(labels), -1)
-    p = np.exp(z - z.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    p[np.arange(len(labels)), labels.astype(np.int64)] -= 1.0
-    return (s - scale * p).reshape(trainable_logits.shape)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from dcx.errors import DcxError
-from dcx.export.passes.coreml_interpreter import layer_weight_fields, weight_values
+from dcx.formats.coreml.interpreter import layer_weight_fields, weight_values
 
 
 def _layout(kind: str, field: str, value: np.ndarray) -> np.ndarray:

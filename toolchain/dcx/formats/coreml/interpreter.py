@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from dcx.errors import DcxError
+from dcx.training import sgd_step
 
 Tensor = torch.Tensor
 
@@ -147,10 +148,8 @@ class NNInterpreter:
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in trainable.items()}
         params = {**self.params, **leaves}
         loss = self.loss(feeds, params)
-        grads = torch.autograd.grad(loss, list(leaves.values()))
-        with torch.no_grad():
-            for (k, v), g in zip(leaves.items(), grads):
-                self.params[k] = (v - lr * g).detach()
+        sgd_step(list(leaves.values()), torch.autograd.grad(loss, list(leaves.values())), lr)
+        self.params.update({k: v.detach() for k, v in leaves.items()})
         return float(loss.detach())
 
 

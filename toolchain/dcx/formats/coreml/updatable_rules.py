@@ -1,9 +1,8 @@
 """Core ML's rules for updatable neural networks, checked on Linux.
 
 Core ML validates an updatable model when it compiles it, which only macOS
-can do. This module re-implements that validation
-(``UpdatableNeuralNetworkValidator.cpp`` in coremltools' ``mlmodel/src``,
-BSD-3-Clause) so an export that Core ML would reject fails here first:
+can do. This module re-implements that validation, rule for rule, so an
+export that Core ML would reject fails here first:
 
 - only convolution and inner-product layers may be updatable, with every
   weight and bias of such a layer marked updatable; at least one is;

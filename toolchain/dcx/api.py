@@ -1,0 +1,92 @@
+"""The public Python API: a user's own PyTorch modules -> device programs -> artifacts -> verification.
+
+    import dcx
+    train = dcx.training_program("mynet.train", loss_module, (x, y), ("image", "label"), lr=0.05)
+    infer = dcx.inference_program("mynet.infer", net, (x[:1],), ("image",), ("logits",))
+    dcx.export_programs([train, infer], "out/mynet", formats="all")
+    rows = dcx.verify("out/mynet")
+
+Parameters with ``requires_grad=False`` are frozen in the training artifact;
+the others train with plain SGD at ``lr``. The recipes' ``dcx export`` is a
+thin layer over the same ``export_programs``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from dcx.errors import DcxError
+from dcx.export import ExportOptions
+from dcx.export.pipeline import ExportSummary
+from dcx.programs import SGD, Batches, DeviceProgram
+from dcx.verification import Row
+
+
+def _check_inputs(name: str, example_inputs: Sequence[torch.Tensor], names: Sequence[str], what: str) -> tuple:
+    inputs = tuple(example_inputs)
+    if not all(isinstance(t, torch.Tensor) for t in inputs):
+        raise DcxError(f"{name}: example_inputs must be tensors")
+    if len(names) != len(inputs):
+        raise DcxError(f"{name}: {len(names)} {what} for {len(inputs)} example inputs; give one name per input")
+    return inputs
+
+
+def training_program(name: str, loss_module: nn.Module, example_inputs: Sequence[torch.Tensor],
+                     input_names: Sequence[str], lr: float, *, batches: Batches | None = None,
+                     summary: str = "") -> DeviceProgram:
+    """A training program: ``loss_module(*inputs)`` returns the scalar loss; its parameters with
+    ``requires_grad`` train with SGD at ``lr`` on the device, the others are frozen.
+
+    ``batches``: real-data batches (a list of input tuples, or ``f(steps, seed) -> list``) for the reference
+    that travels with the artifacts; without them the example inputs are used for every step.
+    """
+    inputs = _check_inputs(name, example_inputs, input_names, "input names")
+    if not any(p.requires_grad for p in loss_module.parameters()):
+        raise DcxError(f"{name}: no parameter of the loss module requires grad; nothing would train")
+    with torch.no_grad():
+        loss = loss_module(*inputs)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise DcxError(f"{name}: the loss module must return a scalar tensor, got "
+                       f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__}")
+    return DeviceProgram(name, "train", loss_module, inputs, tuple(input_names), ("loss",),
+                         summary or f"user training program {name}", optimizer=SGD(float(lr)), batches=batches)
+
+
+def inference_program(name: str, module: nn.Module, example_inputs: Sequence[torch.Tensor],
+                      input_names: Sequence[str], output_names: Sequence[str], *, summary: str = "") -> DeviceProgram:
+    """An inference program ``module(*inputs) -> outputs`` (every parameter frozen)."""
+    inputs = _check_inputs(name, example_inputs, input_names, "input names")
+    for p in module.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        out = module.eval()(*inputs)
+    count = len(out) if isinstance(out, tuple) else 1
+    if count != len(output_names):
+        raise DcxError(f"{name}: the module returns {count} outputs, {len(output_names)} output names given")
+    return DeviceProgram(name, "infer", module, inputs, tuple(input_names), tuple(output_names),
+                         summary or f"user inference program {name}")
+
+
+def export_programs(programs: Sequence[DeviceProgram], out: str | Path, formats: str | Sequence[str] = "all", *,
+                    force: bool = False, fused_kernels: bool = False,
+                    progress: Callable[[str], None] = lambda s: None) -> ExportSummary:
+    """Export ``programs`` into the folder ``out``: artifacts, ``reference/`` and ``manifest.json``.
+
+    An op a backend cannot take fails that format (``summary.failed`` names the op, format and program);
+    the other formats still export.
+    """
+    from dcx.export.pipeline import export_programs as _export
+
+    return _export(list(programs), Path(out), formats, force=force, options=ExportOptions(fused_kernels=fused_kernels),
+                   progress=progress)
+
+
+def verify(out: str | Path, program: str | None = None) -> list[Row]:
+    """Every artifact in ``out`` in its real runtime against the reference that travels with it."""
+    from dcx.verification import verify as _verify
+
+    return _verify(Path(out), program_filter=program)
