@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(dataset-fashion-mnist cmake valgrind gcc-aarch64-linux-gnu g++-aarch64-linux-gnu
-              libc6-dev-arm64-cross qemu-user)
+              libc6-dev-arm64-cross qemu-user adb)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -31,6 +31,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-if [ -f kernels/build.sh ]; then
-  PATH="$PWD/.venv/bin:$PATH" bash kernels/build.sh
-fi
+# Native code for the host and aarch64: the dcx kernels, then the on-device runner and its bundle.
+PATH="$PWD/.venv/bin:$PATH" bash kernels/build.sh
+PATH="$PWD/.venv/bin:$PATH" bash runtimes/native/build.sh

@@ -200,6 +200,54 @@ def verify_cmd(out: str, json_path: str | None, program_filter: str | None) -> N
         raise SystemExit(1)
 
 
+@cli.command("profile")
+@click.argument("out", type=click.Path())
+@click.option("--target", "target_spec", default="host", show_default=True,
+              help="host, qemu (the aarch64 bundle emulated) or adb[:SERIAL] (a phone)")
+@click.option("--programs", help="comma-separated program names (default: every artifact)")
+@click.option("--iterations", default=20, show_default=True, help="timed inferences per artifact")
+@click.option("--warmup", default=3, show_default=True, help="untimed inferences before them")
+@click.option("--per-op", is_flag=True, help="ExecuTorch: the top operators by time, from an ETDump")
+@click.option("--tflite-benchmark", type=click.Path(dir_okay=False), help="your arm64 LiteRT benchmark_model: "
+              "profile .tflite artifacts with it on a phone")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the rows as JSON")
+@click.option("--png", "png_path", type=click.Path(dir_okay=False), help="write a latency and memory chart")
+def profile_cmd(out: str, target_spec: str, programs: str | None, iterations: int, warmup: int, per_op: bool,
+                tflite_benchmark: str | None, json_path: str | None, png_path: str | None) -> None:
+    """Profile every artifact of an export folder on a target: latency, memory, FLOPs, size, outputs checked."""
+    from dcx.fileio import os_errors, write_atomic
+    from dcx.profile import plot, profile, rows_as_json
+    from dcx.targets import get_target
+
+    rows: list = []
+
+    def save() -> None:
+        if json_path:
+            with os_errors(json_path, "--json"):
+                write_atomic(Path(json_path), json.dumps(rows_as_json(rows), indent=2))
+
+    try:
+        profile(Path(out), get_target(target_spec), programs=programs.split(",") if programs else None,
+                iterations=iterations, warmup=warmup, per_op=per_op,
+                tflite_benchmark=Path(tflite_benchmark) if tflite_benchmark else None,
+                progress=lambda s: click.echo(s, err=True), rows=rows)
+    except DcxError:
+        save()  # the rows measured before the failure are kept
+        raise
+    save()
+    if png_path:
+        plot(rows, Path(png_path))
+    for r in rows:
+        for op in r.top_operators[:5]:
+            click.echo(f"{r.program:<26} {r.format:<10} {op['operator']:<40} {op['ms_per_run']:.4f} ms/run"
+                       + (f"  {op['share']:.0%}" if op["share"] else ""))
+    differ = [r for r in rows if r.outputs_match is False]
+    click.echo(f"{len(rows)} artifacts: {sum(not r.skipped for r in rows)} profiled, "
+               f"{sum(bool(r.skipped) for r in rows)} skipped, {len(differ)} with outputs differing from the reference")
+    if differ:
+        raise SystemExit(1)
+
+
 class LazyGroup(click.Group):
     """Subcommands defined next to what they measure, imported only when invoked (keeps `dcx --help` fast)."""
 

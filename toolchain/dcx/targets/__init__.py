@@ -8,9 +8,12 @@ one it talks to. Adding a target is one module that defines a ``Target``.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from dcx.errors import DcxError
 
 
 @dataclass
@@ -28,14 +31,41 @@ class RunRequest:
 class RunResult:
     stdout: str
     stderr: str
-    returncode: int
+    returncode: int  # negative: killed by that signal
     pulled: dict[str, Path]  # name -> local copy (only the names that existed after the run)
+    instructions: int | None = None  # guest instructions the whole process executed, where the target counts them
 
 
 class Target(Protocol):
     name: str  # "host", "qemu", "adb:SERIAL"
     emulated: bool  # timings under emulation are never compared with real ones
+    arch: str  # "host" or "aarch64": which native build (runner, kernel libraries) runs there
 
     def run(self, request: RunRequest, local_dir: Path) -> RunResult:
         """Push, run, pull into ``local_dir``, clean up the device side. Raises ``DcxError`` with one line
         naming the device or file and the fix when the target cannot be used (results so far are the caller's)."""
+
+
+def describe_exit(returncode: int) -> str:
+    """How a program on a target ended, in words: "exited with status 3", "was killed by signal 11 (SIGSEGV)"."""
+    if returncode < 0:
+        return f"was killed by signal {-returncode} ({signal.Signals(-returncode).name})"
+    return f"exited with status {returncode}"
+
+
+def get_target(spec: str) -> Target:
+    """``host``, ``qemu`` or ``adb[:SERIAL]`` (a serial may itself hold a colon: ``adb:127.0.0.1:5555``)."""
+    kind, _, serial = spec.partition(":")
+    if kind == "host" and not serial:
+        from dcx.targets.host import HostTarget
+
+        return HostTarget()
+    if kind == "qemu" and not serial:
+        from dcx.android.qemu import QemuTarget
+
+        return QemuTarget()
+    if kind == "adb":
+        from dcx.android.adb import AdbTarget
+
+        return AdbTarget(serial or None)
+    raise DcxError(f"--target {spec!r}: choose host, qemu or adb[:SERIAL]")

@@ -1,0 +1,124 @@
+"""Native runner against ExecuTorch's Python pybindings, per inference artifact, side by side in one run.
+
+Both run the same ``.pte`` on the same kernels (the wheel's libraries),
+single-threaded, on the reference's inputs. Rounds alternate which one goes
+first so that drift hits both alike; each reports the median over rounds of
+its per-inference p50, and the best round (the least disturbed by other load
+on a shared machine). The runner times inside its process (set the inputs,
+execute); the pybindings are timed around ``module.forward`` from Python, which
+is what an app using them pays. ``ratio`` < 1 means the runner is faster.
+Optionally, guest instructions per inference of the aarch64 bundle under qemu,
+from two runs that differ only in their iteration count.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dcx.errors import DcxError
+from dcx.manifest import ManifestEntry, read_manifest
+from dcx.reference import ProgramReference
+from dcx.targets import Target
+from dcx.targets.host import HostTarget
+from dcx.targets.runner import kernel_libraries, run_artifact
+
+
+class _PybindingsTimer:
+    """``model`` loaded in the pybindings, single-threaded, timed around ``forward`` on fixed inputs."""
+
+    def __init__(self, model: Path, inputs: list[np.ndarray]):
+        import torch
+        from executorch.extension.pybindings import portable_lib
+
+        portable_lib._unsafe_reset_threadpool(1)
+        self.buffer = model.read_bytes()  # the loaded program points into these bytes
+        self.module = portable_lib._load_for_executorch_from_buffer(self.buffer)
+        self.inputs = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs)
+
+    def measure(self, warmup: int, iterations: int) -> tuple[float, list[np.ndarray]]:
+        """(p50 ms, outputs of the last call)."""
+        for _ in range(warmup):
+            self.module.forward(self.inputs)
+        samples = []
+        for _ in range(iterations):
+            start = time.perf_counter_ns()
+            out = self.module.forward(self.inputs)
+            samples.append((time.perf_counter_ns() - start) / 1e6)
+        p50 = float(np.percentile(samples, 50))  # linear between ranks, as the runner computes it
+        return p50, [t.numpy() for t in out]
+
+
+def instructions_per_inference(target: Target, model: Path, reference: Path, kernel_libs: list[Path], work: Path,
+                               iterations: tuple[int, int] = (1, 11)) -> float:
+    """Guest instructions of one inference on an instruction-counting target: the difference of two runs."""
+    counts = []
+    for n in iterations:
+        run = run_artifact(target, model, reference, work, kernel_libs=kernel_libs, iterations=n, warmup=0)
+        if run.instructions is None:
+            raise DcxError(f"{target.name} counts no instructions")
+        counts.append(run.instructions)
+    return (counts[1] - counts[0]) / (iterations[1] - iterations[0])
+
+
+def _bench_artifact(artifacts: Path, entry: ManifestEntry, work: Path, rounds: int, iterations: int, warmup: int) -> dict:
+    host = HostTarget()
+    model, reference = artifacts / entry.file, artifacts / entry.reference.file
+    ref = ProgramReference.load(reference)
+    inputs, output_names = ref.input_arrays(), ref.output_names
+    libs = kernel_libraries(host, entry)
+    if libs:
+        from dcx.kernels import load_executorch_kernels
+
+        load_executorch_kernels(libs[0])
+    pybindings = _PybindingsTimer(model, inputs)
+    runner_ms, pyb_ms, outputs = [], [], {}
+
+    def runner_round() -> None:
+        run = run_artifact(host, model, reference, work, kernel_libs=libs, iterations=iterations, warmup=warmup)
+        runner_ms.append(run.result["latency_ms"]["p50"])
+        outputs["runner"] = [run.outputs[f"output/{n}"] for n in output_names]
+
+    def pybindings_round() -> None:
+        ms, outputs["pybindings"] = pybindings.measure(warmup, iterations)
+        pyb_ms.append(ms)
+
+    for r in range(rounds):
+        for measure in (runner_round, pybindings_round) if r % 2 == 0 else (pybindings_round, runner_round):
+            measure()
+    row = {"program": entry.program, "file": entry.file,
+           "runner_p50_ms": statistics.median(runner_ms), "pybindings_p50_ms": statistics.median(pyb_ms),
+           "runner_best_p50_ms": min(runner_ms), "pybindings_best_p50_ms": min(pyb_ms),
+           "max_abs_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(outputs["runner"], outputs["pybindings"]))}
+    row["ratio"] = row["runner_p50_ms"] / row["pybindings_p50_ms"]
+    row["ratio_best"] = row["runner_best_p50_ms"] / row["pybindings_best_p50_ms"]
+    return row
+
+
+def bench_native(artifacts: Path, rounds: int = 7, iterations: int = 200, warmup: int = 20,
+                 instructions_target: Target | None = None,
+                 progress: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """One row per ExecuTorch inference artifact in ``artifacts`` (a ``dcx export`` folder)."""
+    artifacts = Path(artifacts)
+    entries = [e for e in read_manifest(artifacts).artifacts if e.format == "executorch" and e.kind == "infer"]
+    if not entries:
+        raise DcxError(f"{artifacts}: no ExecuTorch inference artifacts to benchmark: export with --format executorch")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="dcx-bench-native-") as tmp:
+        for entry in entries:
+            row = _bench_artifact(artifacts, entry, Path(tmp), rounds, iterations, warmup)
+            if instructions_target is not None:
+                row["instructions_target"] = instructions_target.name
+                row["instructions_per_inference"] = instructions_per_inference(
+                    instructions_target, artifacts / entry.file, artifacts / entry.reference.file,
+                    kernel_libraries(instructions_target, entry), Path(tmp))
+            progress(f"{entry.file:<34} runner {row['runner_p50_ms']:.4f} ms  pybindings "
+                     f"{row['pybindings_p50_ms']:.4f} ms  ratio {row['ratio']:.2f} "
+                     f"(best rounds {row['ratio_best']:.2f})")
+            rows.append(row)
+    return rows
