@@ -43,7 +43,8 @@ def test_bad_input_is_one_line_without_traceback(args, needle):
 
 
 def test_registry_and_determinism():
-    assert set(recipe_names()) == {"dcccl", "iciia", "coda"}
+    assert set(recipe_names(only_all=True)) == {"dcccl", "iciia", "coda"}
+    assert set(recipe_names()) == {"dcccl", "iciia", "coda", "dcccl_mnv2", "iciia_mnv2"}
     a, b = get_program("dcccl.train", seed=3), get_program("dcccl.train", seed=3)
     assert torch.equal(a.run(*a.example_inputs)[0], b.run(*b.example_inputs)[0])
     with pytest.raises(DcxError, match="no program"):

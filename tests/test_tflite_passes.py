@@ -1,8 +1,11 @@
 """Unit tests of the TFLite export passes, one at a time (litert-torch style).
 
-- aten_to_tf: every ATen builder against the PyTorch op it lowers;
-- tf_builtin_gradients: every custom gradient against PyTorch autograd, and the
-  gradient graphs convert with TFLITE_BUILTINS only (TF's own ones do not);
+- aten_to_tf: every ATen builder against the PyTorch op it lowers, and the
+  refusals (unequal depthwise strides, dilation, partial pooling windows) by name;
+- tf_builtin_gradients: every custom gradient against PyTorch autograd (depthwise
+  and grouped convolutions, batch norm with frozen statistics, ReLU6/clamp and
+  hardswish at their kinks, average and max pooling with ties), and the gradient
+  graphs convert with TFLITE_BUILTINS only and run in LiteRT (TF's own ones do not);
 - tf_signatures: the train/infer/save/restore functions of a tiny program, run in TF;
 - tf_builtin_ops_only: reading operator codes, rejecting Flex ops.
 """
@@ -10,6 +13,7 @@
 from __future__ import annotations
 
 import operator
+from functools import partial
 
 import numpy as np
 import pytest
@@ -67,6 +71,21 @@ labels = torch.tensor([3, -100, 0, 9, 2])
 OP_CASES = [
     (aten.convolution.default, (rand(2, 3, 9, 9), rand(4, 3, 3, 3), rand(4), [2, 2], [1, 1], [1, 1], False, [0, 0], 1)),
     (aten.convolution.default, (rand(2, 3, 8, 7), rand(5, 3, 2, 3), None, [1, 2], [0, 1], [1, 1], False, [0, 0], 1)),
+    (aten.convolution.default, (rand(2, 4, 9, 9), rand(4, 1, 3, 3), rand(4), [2, 2], [1, 1], [1, 1], False, [0, 0], 4)),
+    (aten.convolution.default, (rand(2, 3, 8, 7), rand(6, 1, 3, 3), None, [1, 1], [1, 0], [1, 1], False, [0, 0], 3)),
+    (aten.convolution.default, (rand(2, 4, 8, 7), rand(6, 2, 3, 3), rand(6), [1, 2], [0, 1], [1, 1], False, [0, 0], 2)),
+    (aten._native_batch_norm_legit_no_training.default,
+     (rand(2, 4, 3, 3), rand(4), rand(4), rand(4), rand(4, low=0.5, high=2), 0.1, 1e-5)),
+    (aten._native_batch_norm_legit_no_training.default, (rand(3, 4), None, None, rand(4), rand(4, low=0.5), 0.1, 1e-3)),
+    (aten.hardtanh.default, (rand(3, 4, low=-2, high=8), 0.0, 6.0)),
+    (aten.hardtanh.default, (rand(3, 4, low=-2, high=2),)),
+    (aten.clamp.default, (rand(3, 4, low=-2, high=8), 0)),
+    (aten.clamp.default, (rand(3, 4, low=-2, high=8), None, 6)),
+    (aten.clamp.default, (rand(3, 4, low=-2, high=8), -1.0, 1.0)),
+    (aten.avg_pool2d.default, (rand(2, 3, 8, 8), [2, 2])),
+    (aten.avg_pool2d.default, (rand(2, 3, 9, 9), [3, 3], [2, 2], [1, 1])),
+    (aten.max_pool2d_with_indices.default, (rand(2, 3, 8, 8), [2, 2], [2, 2])),
+    (aten.max_pool2d_with_indices.default, (rand(2, 3, 9, 9), [3, 3], [2, 2], [1, 1])),
     (aten.addmm.default, (rand(5), rand(3, 4), rand(4, 5))),
     (aten.mm.default, (rand(3, 4), rand(4, 5))),
     (aten.bmm.default, (rand(4, 3, 16), rand(4, 16, 16))),
@@ -148,7 +167,31 @@ def test_aten_builder_matches_torch(case):
     target, args, kwargs = (*case, {}) if len(case) == 2 else case
     expected = target(*args, **kwargs)
     got = lower_op(target, *[to_tf(a) for a in args], **kwargs)
+    if isinstance(got, tuple):  # outputs without a lowering (max-pool indices) are None
+        got, expected = zip(*[(a, b) for a, b in zip(got, expected) if a is not None])
     close(got, expected)
+
+
+@pytest.mark.parametrize("target,args,match", [
+    (aten.convolution.default, (rand(1, 4, 9, 9), rand(4, 1, 3, 3), None, [2, 1], [0, 0], [1, 1], False, [0, 0], 4),
+     "equal strides"),
+    (aten.convolution.default, (rand(1, 2, 9, 9), rand(2, 2, 3, 3), None, [1, 1], [0, 0], [2, 2], False, [0, 0], 1),
+     "dilation"),
+    (aten.avg_pool2d.default, (rand(1, 2, 8, 8), [3, 3], [2, 2], [1, 1], False, False), "count_include_pad"),
+    (aten.avg_pool2d.default, (rand(1, 2, 8, 8), [3, 3], [2, 2], [0, 0], True), "ceil_mode"),
+    (aten.max_pool2d_with_indices.default, (rand(1, 2, 8, 8), [2, 2], [2, 2], [0, 0], [2, 2]), "dilation"),
+], ids=["depthwise-strides", "conv-dilation", "avg-count-include-pad", "avg-ceil-mode", "max-dilation"])
+def test_aten_builder_refuses_by_name(target, args, match):
+    with pytest.raises(DcxError, match=match) as err:
+        lower_op(target, *[to_tf(a) for a in args])
+    assert "\n" not in str(err.value)
+
+
+def test_max_pool_indices_are_refused_when_used():
+    """The graph never asks for them after ``max_pool2d``; if it does, the error names what has no lowering."""
+    out = lower_op(aten.max_pool2d_with_indices.default, to_tf(rand(1, 2, 4, 4)), [2, 2])
+    with pytest.raises(DcxError, match="indices"):
+        lower_op(operator.getitem, out, 1)
 
 
 def test_every_builder_has_a_case():
@@ -241,6 +284,100 @@ def test_conv2d_gradients_match_torch(n, c, h, w, o, k, stride):
     close(gw, tgw, atol=2e-5)
 
 
+@pytest.mark.parametrize("n,c,h,w,cout,groups,k,stride,pad", [
+    (2, 4, 9, 9, 4, 4, 3, 2, 1),  # MobileNet's stride-2 depthwise
+    (2, 3, 10, 10, 3, 3, 3, 2, 0),  # (H - k) % stride != 0: the last row gets no gradient
+    (3, 3, 8, 7, 6, 3, 3, 1, 1),  # depthwise with channel multiplier 2
+    (2, 2, 11, 11, 2, 2, 5, 2, 2),
+    (2, 4, 8, 7, 6, 2, 3, 1, 1),  # grouped, not depthwise
+])
+def test_grouped_and_depthwise_conv_gradients_match_torch(n, c, h, w, cout, groups, k, stride, pad):
+    x, wt, b = rand(n, c, h, w), rand(cout, c // groups, k, k), rand(cout)
+    conv_args = ([stride] * 2, [pad] * 2, [1, 1], False, [0, 0], groups)
+    up = rand(*aten.convolution.default(x, wt, b, *conv_args).shape)
+    y, grads = tf_grads(lambda x, w, b: lower_op(aten.convolution.default, x, w, b, *conv_args), x, wt, b,
+                        upstream=to_tf(up))
+    ty, tgrads = torch_grads(lambda x, w, b: aten.convolution.default(x, w, b, *conv_args), x, wt, b, upstream=up)
+    close(y, ty)
+    for got, expected in zip(grads, tgrads):
+        close(got, expected, atol=2e-5)
+
+
+def test_batch_norm_inference_gradients_match_torch():
+    """Frozen statistics make batch norm a per-channel affine map: dx = g * scale, and scale and shift train."""
+    x, wt, b, mean, var = rand(2, 4, 3, 3), rand(4), rand(4), rand(4), rand(4, low=0.5, high=2)
+    up = rand(2, 4, 3, 3)
+    y, grads = tf_grads(lambda x, w, b: lower_op(aten._native_batch_norm_legit_no_training.default, x, w, b,
+                                                 to_tf(mean), to_tf(var), 0.1, 1e-5)[0], x, wt, b, upstream=to_tf(up))
+    ty, tgrads = torch_grads(lambda x, w, b: F.batch_norm(x, mean, var, w, b, training=False, eps=1e-5), x, wt, b,
+                             upstream=up)
+    close(y, ty)
+    for got, expected in zip(grads, tgrads):
+        close(got, expected)
+
+
+KINKS = torch.tensor([[-4.0, -3.0, -1.0, 0.0, 1.0, 2.5, 3.0, 5.0, 6.0, 7.0]])
+
+
+@pytest.mark.parametrize("target,args,torch_fn", [
+    (aten.hardtanh.default, (0.0, 6.0), F.relu6),
+    (aten.clamp.default, (0.0, 6.0), lambda x: torch.clamp(x, 0.0, 6.0)),
+    (aten.clamp.default, (None, 6.0), lambda x: torch.clamp(x, max=6.0)),
+    (aten.clamp.default, (-3.0,), lambda x: torch.clamp(x, min=-3.0)),
+], ids=["relu6", "clamp", "clamp-max", "clamp-min"])
+def test_clamp_gradients_match_torch_at_the_bounds(target, args, torch_fn):
+    """ReLU6 (hardtanh) passes the gradient strictly inside its bounds, clamp on them too: as PyTorch does."""
+    up = rand(*KINKS.shape)
+    y, (gx,) = tf_grads(lambda x: lower_op(target, x, *args), KINKS, upstream=to_tf(up))
+    ty, (tgx,) = torch_grads(torch_fn, KINKS, upstream=up)
+    close(y, ty)
+    close(gx, tgx)
+
+
+def test_hardswish_lowers_through_its_decomposition():
+    """Core ATen turns hardswish into x * clamp(x + 3, 0, 6) / 6; value and gradient match PyTorch's except at
+    exactly x = +-3, where eager PyTorch's hardswish_backward and its own decomposition differ."""
+
+    class HardSwish(nn.Module):
+        def forward(self, x):
+            return F.hardswish(x)
+
+    graph = lower_aten_to_tf(torch.export.export(HardSwish(), (KINKS,)).run_decompositions())
+    up = rand(*KINKS.shape)
+    y, (gx,) = tf_grads(lambda x: graph({}, x)[0], KINKS, upstream=to_tf(up))
+    ty, (tgx,) = torch_grads(F.hardswish, KINKS, upstream=up)
+    close(y, ty)
+    away = (KINKS.abs() != 3).numpy()
+    close(np.asarray(gx)[away], tgx[torch.from_numpy(away)])
+
+
+POOL_CASES = [
+    (aten.avg_pool2d.default, ([2, 2],), rand(2, 3, 8, 8)),
+    (aten.avg_pool2d.default, ([3, 3], [2, 2], [1, 1]), rand(2, 3, 9, 9)),
+    # values in {0, 1, 2}: most windows hold ties, and each must send its gradient to its first maximum only
+    (aten.max_pool2d_with_indices.default, ([2, 2], [2, 2]), torch.randint(0, 3, (2, 3, 8, 8), generator=g).float()),
+    (aten.max_pool2d_with_indices.default, ([3, 3], [2, 2], [1, 1]),
+     torch.randint(0, 3, (2, 3, 9, 9), generator=g).float()),
+    (aten.max_pool2d_with_indices.default, ([3, 3], [1, 1], [1, 1]), rand(1, 2, 6, 6)),
+]
+
+
+def _pooled(op, *args):
+    """max_pool2d_with_indices returns (values, indices): the values."""
+    out = op(*args)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@pytest.mark.parametrize("target,args,x", POOL_CASES, ids=["avg", "avg-padded", "max-ties", "max-overlap-ties",
+                                                            "max-stride-1"])
+def test_pooling_gradients_match_torch(target, args, x):
+    up = rand(*_pooled(target, x, *args).shape)
+    y, (gx,) = tf_grads(lambda v: _pooled(partial(lower_op, target), v, *args), x, upstream=to_tf(up))
+    ty, (tgx,) = torch_grads(lambda v: _pooled(target, v, *args), x, upstream=up)
+    close(y, ty)
+    close(gx, tgx)
+
+
 def test_gather_rows_gradient_sums_repeated_rows():
     table, idx = rand(6, 3), torch.tensor([[1, 1], [5, 0]], dtype=torch.int32)
     up = rand(2, 2, 3)
@@ -295,6 +432,77 @@ def test_tf_own_gradients_are_not_builtins():
     """Why the pass exists: TF's ReluGrad / Conv2DBackpropFilter are Flex ops."""
     with pytest.raises(Exception, match="ReluGrad|Conv2DBackpropFilter"):
         _convert(_conv_relu_grads(_tf_conv, tf.nn.relu), CONV_SPECS)
+
+
+def _mobile_block_grads(lower):
+    """Gradients of sum(y^2) for y = avgpool(maxpool(relu6(BN(depthwise conv(x))))), NCHW, via ``lower(op, ...)``."""
+    mean, var = np.linspace(-0.5, 0.5, 4, dtype=np.float32), np.linspace(0.5, 2.0, 4, dtype=np.float32)
+
+    def fn(x, w, gamma):
+        y = lower(aten.convolution.default, x, w, None, [2, 2], [1, 1], [1, 1], False, [0, 0], 4)
+        y = lower(aten._native_batch_norm_legit_no_training.default, y, gamma, None, mean, var, 0.1, 1e-5)[0]
+        y = lower(aten.hardtanh.default, y, 0.0, 6.0)
+        y = lower(aten.max_pool2d_with_indices.default, y, [3, 3], [2, 2], [1, 1])[0]
+        return lower(aten.avg_pool2d.default, y, [2, 2]), y
+
+    return fn
+
+
+MOBILE_SPECS = [tf.TensorSpec([2, 4, 16, 16], tf.float32), tf.TensorSpec([4, 1, 3, 3], tf.float32),
+                tf.TensorSpec([4], tf.float32)]
+
+
+def _tf_mobile_block_grads(x, w, gamma):
+    consts = lambda *a: [tf.constant(v) if isinstance(v, np.ndarray) else v for v in a]  # noqa: E731
+    with tf.GradientTape() as tape:
+        tape.watch([x, w, gamma])
+        y, _ = _mobile_block_grads(lambda op, *a: lower_op(op, *consts(*a)))(x, w, gamma)
+        loss = tf.reduce_sum(y * y)
+    return tape.gradient(loss, [x, w, gamma])
+
+
+def test_mobile_block_gradients_are_builtins_and_run_in_litert():
+    """Depthwise conv, BN, ReLU6, max and average pooling: the gradient graph converts with TFLITE_BUILTINS only,
+    and LiteRT computes PyTorch's gradients."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    model = _convert(_tf_mobile_block_grads, MOBILE_SPECS)
+    assert non_builtin_ops(model) == []
+    ops = set(operator_histogram(model))
+    assert {"DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "ARG_MAX", "ONE_HOT"} <= ops
+    x, w, gamma = rand(2, 4, 16, 16), rand(4, 1, 3, 3), rand(4)
+    interp = Interpreter(model_content=model,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    for detail, value in zip(interp.get_input_details(), (x, w, gamma)):
+        interp.set_tensor(detail["index"], value.numpy())
+    interp.invoke()
+    got = [interp.get_tensor(d["index"]) for d in interp.get_output_details()]
+    ts = [t.clone().requires_grad_(True) for t in (x, w, gamma)]
+    y, _ = _mobile_block_grads(lambda op, *a: op(*[torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                                                   for v in a]))(*ts)
+    expected = torch.autograd.grad((y * y).sum(), ts)
+    assert sorted(g.shape for g in got) == sorted(tuple(e.shape) for e in expected)
+    for e in expected:  # LiteRT does not keep the output order: match by shape
+        close(next(g for g in got if g.shape == tuple(e.shape)), e, atol=1e-4)
+
+
+def test_tf_own_mobile_gradients_are_not_builtins():
+    """Why those gradients are custom: TF's own ones are Flex ops."""
+
+    def fn(x, w):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            y = tf.nn.relu6(tf.nn.depthwise_conv2d(x, w, [1, 2, 2, 1], "VALID"))
+            y = tf.nn.avg_pool2d(tf.nn.max_pool2d(y, 3, 2, "VALID"), 2, 2, "VALID")
+            loss = tf.reduce_sum(y * y)
+        return tape.gradient(loss, [x, w])
+
+    with pytest.raises(Exception) as err:
+        _convert(fn, [tf.TensorSpec([2, 33, 33, 4], tf.float32), tf.TensorSpec([3, 3, 4, 1], tf.float32)])
+    for op in ("DepthwiseConv2dNativeBackpropFilter", "DepthwiseConv2dNativeBackpropInput", "MaxPoolGrad",
+               "AvgPoolGrad", "Relu6Grad"):
+        assert op in str(err.value)
 
 
 # ---------------------------------------------------------------- tf_builtin_ops_only

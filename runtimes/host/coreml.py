@@ -140,10 +140,12 @@ def _check_updatable(spec, entry) -> list[Check]:
     layers = {layer.name: layer for layer in nn.layers}
     updatable = [layer.name for layer in nn.layers if layer.isUpdatable]
     problems = []
+    documented = {p for d in entry.deviations for p in d.parameters}  # frozen in Core ML, said so
     for name, shape in trainable.items():
         ref = weights.get(name)
         if ref is None:
-            problems.append(f"{name}: no weight mapping")
+            if name not in documented:
+                problems.append(f"{name}: no weight mapping and no deviation saying it cannot train")
             continue
         layer_name, fld = ref.rsplit("/", 1)
         layer = layers.get(layer_name)
@@ -158,8 +160,7 @@ def _check_updatable(spec, entry) -> list[Check]:
         if layer.isUpdatable and not w.isUpdatable:
             problems.append(f"{ref} is in an updatable layer but not marked updatable")
     frozen_in_coreml = [n for n, ref in weights.items() if n in trainable and ref.rsplit("/", 1)[0] not in updatable]
-    documented = set(frozen_in_coreml) <= {p for d in entry.deviations for p in d.parameters}
-    if not documented:
+    if not set(frozen_in_coreml) <= documented:
         problems.append(f"trainable parameters frozen in Core ML without a deviation entry: {frozen_in_coreml}")
     rows.append(Check("coreml_updatable_layers", not problems and spec.isUpdatable and bool(updatable), None,
                       "; ".join(problems) or f"updatable: {', '.join(updatable)}"
@@ -250,8 +251,8 @@ class CoreMLRuntime:
             return []
         from dcx.verification import DEFAULT_TOLERANCE, training_errors
 
-        loss_err, weight_err, losses = training_errors(ReferenceSession.from_entry(path, entry), reference)
         frozen = sorted({p for d in entry.deviations for p in d.parameters})
+        loss_err, weight_err, losses = training_errors(ReferenceSession.from_entry(path, entry), reference, set(frozen))
         if frozen:
             return [Check("reference_interpreter_training", True, weight_err,
                           f"gap from documented deviation ({', '.join(frozen)} frozen in Core ML): loss "

@@ -2,7 +2,7 @@
 
 The public API (``dcx.api``), imported lazily so ``import dcx`` stays light:
 ``training_program``, ``inference_program``, ``export_programs``, ``verify``,
-``get_recipe``, ``DcxError``.
+``split_by_width``, ``zero_cross_group_weights``, ``get_recipe``, ``DcxError``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ _PUBLIC = {
     "inference_program": "dcx.api",
     "export_programs": "dcx.api",
     "verify": "dcx.api",
+    "split_by_width": "dcx.split",
+    "zero_cross_group_weights": "dcx.split",
     "get_recipe": "dcx.recipes",
     "DcxError": "dcx.errors",
 }

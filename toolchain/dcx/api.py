@@ -72,7 +72,7 @@ def inference_program(name: str, module: nn.Module, example_inputs: Sequence[tor
 
 
 def export_programs(programs: Sequence[DeviceProgram], out: str | Path, formats: str | Sequence[str] = "all", *,
-                    force: bool = False, fused_kernels: bool = False,
+                    force: bool = False, fused_kernels: bool = False, reference_steps: int = 20,
                     progress: Callable[[str], None] = lambda s: None) -> ExportSummary:
     """Export ``programs`` into the folder ``out``: artifacts, ``reference/`` and ``manifest.json``.
 
@@ -82,7 +82,7 @@ def export_programs(programs: Sequence[DeviceProgram], out: str | Path, formats:
     from dcx.export.pipeline import export_programs as _export
 
     return _export(list(programs), Path(out), formats, force=force, options=ExportOptions(fused_kernels=fused_kernels),
-                   progress=progress)
+                   reference_steps=reference_steps, progress=progress)
 
 
 def verify(out: str | Path, program: str | None = None) -> list[Row]:

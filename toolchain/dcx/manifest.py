@@ -45,6 +45,20 @@ class Flops:
 
 
 @dataclass
+class ParameterCount:
+    trainable: int
+    frozen: int  # frozen parameters and buffers
+
+
+@dataclass
+class ActivationBytes:
+    """Activation memory of one call (``DeviceProgram.activation_bytes``)."""
+
+    forward_peak: int
+    saved_for_backward: int | None = None  # training programs
+
+
+@dataclass
 class Provenance:
     """Where the artifact's weights came from."""
 
@@ -112,6 +126,8 @@ class ManifestEntry:
     frozen: dict[str, list[int]]
     optimizer: Optimizer | None
     flops: Flops
+    parameters: ParameterCount
+    activation_bytes: ActivationBytes
     weights: dict[str, str]  # trainable PyTorch parameter -> its name inside the artifact
     weight_locations: list[WeightLocation]
     provenance: Provenance

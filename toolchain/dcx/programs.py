@@ -12,12 +12,15 @@ optimizer. Every backend's graph is derived from it; nothing is written twice.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Callable, Literal, Sequence, Union
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from dcx.training import sgd_step
@@ -59,6 +62,7 @@ class DeviceProgram:
     # Real-data batches shaped like example_inputs: batches(steps, seed) -> one tuple per step, or a list of them.
     batches: Batches | None = None
     recipe: str | None = None  # the recipe that built it; None for a user's own program
+    metrics: dict[str, float] = field(default_factory=dict)  # computed facts, e.g. iciia_overhead_flops_pct
 
     def __post_init__(self) -> None:
         if len(self.input_names) != len(self.example_inputs):
@@ -111,18 +115,82 @@ class DeviceProgram:
 
     def flops(self) -> dict[str, int]:
         """Forward FLOPs, and for training programs the backward FLOPs of one step."""
-        with FlopCounterMode(display=False) as fwd:
+        with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as fwd:
             out = self.module(*self.example_inputs)
         result = {"forward": fwd.get_total_flops()}
         if self.kind == "train":
-            with FlopCounterMode(display=False) as bwd:
+            with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as bwd:
                 torch.autograd.grad(out, list(self.trainable.values()))
             result["backward"] = bwd.get_total_flops()
+        return result
+
+    def activation_bytes(self) -> dict[str, int]:
+        """Activation memory of one call at the example inputs: the peak bytes of intermediate tensors alive at
+        once during the forward, and for training programs the bytes the forward saves for the backward
+        (parameters and inputs excluded). Memory planners can reuse buffers, so a runtime needs about this."""
+        with _LiveBytes() as live:
+            with torch.no_grad() if self.kind == "infer" else contextlib.nullcontext():
+                self.module(*self.example_inputs)
+        result = {"forward_peak": live.peak}
+        if self.kind == "train":
+            owned = {t.untyped_storage().data_ptr() for t in (*self.module.parameters(), *self.module.buffers(),
+                                                             *self.example_inputs)}
+            saved: dict[int, int] = {}
+
+            def pack(t: torch.Tensor) -> torch.Tensor:
+                storage = t.untyped_storage()
+                if storage.data_ptr() not in owned:
+                    saved[storage.data_ptr()] = storage.nbytes()
+                return t
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                self.module(*self.example_inputs)
+            result["saved_for_backward"] = sum(saved.values())
         return result
 
     def parameter_count(self) -> dict[str, int]:
         return {"trainable": sum(p.numel() for p in self.trainable.values()),
                 "frozen": sum(t.numel() for t in self.frozen.values())}
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Bytes of the tensors that ops produce and that are still alive, and their peak."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self._seen: set[int] = set()
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self.live -= nbytes
+        self._seen.discard(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key and key not in self._seen:
+                    self._seen.add(key)
+                    self.live += storage.nbytes()
+                    weakref.finalize(t, self._free, key, storage.nbytes())
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                         _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """Each gradient of a convolution (input, weight) costs what the forward convolution costs.
+
+    torch's own formula ignores ``groups`` and counts a depthwise convolution's backward as a dense one's
+    (64 times too much for 64 channels); the forward formula reads the grouped weight shape and is right."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    return conv_flop_count(x_shape, w_shape, grad_out_shape, transposed) * (int(output_mask[0]) + int(output_mask[1]))
+
+
+FLOP_FORMULAS = {torch.ops.aten.convolution_backward: _conv_backward_flops}
 
 
 def freeze(module: nn.Module) -> nn.Module:

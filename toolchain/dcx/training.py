@@ -66,8 +66,9 @@ def predict(model: Callable[..., torch.Tensor], *inputs: torch.Tensor, batch_siz
     return torch.cat(outs)
 
 
-def accuracy(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((predict(model, images).argmax(1) == labels).float().mean())
+def accuracy(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 1024) -> float:
+    return float((predict(model, images, batch_size=batch_size).argmax(1) == labels).float().mean())
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -62,15 +62,18 @@ def forward_error(session, reference: ProgramReference) -> float:
                for g, e in zip(got, expected))
 
 
-def training_errors(session, reference: ProgramReference) -> tuple[float, float, list[float]]:
-    """(max per-step loss error, max final weight error, artifact losses) over the reference batches."""
+def training_errors(session, reference: ProgramReference,
+                    not_exposed: set[str] = frozenset()) -> tuple[float, float, list[float]]:
+    """(max per-step loss error, max final weight error, artifact losses) over the reference batches.
+
+    ``not_exposed``: trainable weights the artifact documents it cannot hold (compared when it does expose them)."""
     losses = [session.train_step(*reference.batch_arrays(s)) for s in range(reference.steps)]
     loss_err = max(_rel(a, float(b)) for a, b in zip(losses, reference.losses))
     weights = session.get_weights()
-    missing = set(reference.final) - set(weights)
+    missing = set(reference.final) - set(weights) - set(not_exposed)
     if missing:
         raise DcxError(f"{reference.program}: artifact exposes no weights for {sorted(missing)}")
-    weight_err = max(float(np.max(np.abs(weights[n] - w))) for n, w in reference.final.items())
+    weight_err = max(float(np.max(np.abs(weights[n] - w))) for n, w in reference.final.items() if n in weights)
     return loss_err, weight_err, losses
 
 

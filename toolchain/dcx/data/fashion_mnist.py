@@ -67,3 +67,18 @@ def load_fashion_mnist(split: str = "train") -> ImageSet:
 
 def is_available() -> bool:
     return all((data_dir() / f"{p}-images-idx3-ubyte.gz").exists() for p in ("train", "t10k"))
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def as_camera_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Grey [N, 1, 28, 28] in [0, 1] -> what a phone's ImageNet-style model takes: RGB [N, 3, size, size],
+    bilinear-resized, replicated to three channels and normalised with ImageNet's mean and std.
+
+    Applied per batch (224x224 RGB copies of a whole split would not fit in memory)."""
+    x = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x.expand(-1, 3, -1, -1) - mean) / std

@@ -50,6 +50,8 @@ from dcx.reference import ProgramReference
 
 DEPLOYMENT_TARGET = "iOS15"  # ML programs need iOS 15; updatable NeuralNetworks need iOS 13 (spec 4)
 FORMULATIONS = ("closest", "direct", "drop_frozen_offset")
+UNFUSED_PASSES = ["common::fuse_conv_batchnorm", "common::fuse_conv_scale", "common::fuse_conv_bias",
+                  "common::fuse_elementwise_to_batchnorm"]
 
 
 @dataclass
@@ -121,9 +123,14 @@ def _convert_neuralnetwork(b: UpdatableBuild, ctx: PassContext) -> UpdatableBuil
                             else ["logits"])
     with quiet():
         traced = torch.jit.trace(b.gm.eval(), tuple(inputs))
+        # Batch norm stays a layer of its own: fused into the convolution, the conv weights would no longer be
+        # the PyTorch ones (name_layers could not map them, nor could verify locate them).
+        pipeline = ct.PassPipeline.DEFAULT
+        pipeline.remove_passes(UNFUSED_PASSES)
         b.spec = _convert(ct, program, traced, inputs=[
             ct.TensorType(n, shape=tuple(t.shape), dtype=t.numpy().dtype) for n, t in zip(b.prediction_inputs, inputs)],
-            outputs=[ct.TensorType(o) for o in b.prediction_outputs], convert_to="neuralnetwork").get_spec()
+            outputs=[ct.TensorType(o) for o in b.prediction_outputs], convert_to="neuralnetwork",
+            pass_pipeline=pipeline).get_spec()
     ctx.report("convert_neuralnetwork", layers=len(b.spec.neuralNetwork.layers))
     return b
 

@@ -26,10 +26,11 @@ from dcx.errors import DcxError, StorageError
 from dcx.export import ExportOptions, get_exporter, resolve_formats
 from dcx.export.weight_locations import locate_weights
 from dcx.fileio import check_writable_folder, os_errors, remove, temporary_sibling
-from dcx.manifest import (MANIFEST, MANIFEST_SCHEMA, ExportFailure, Flops, Manifest, ManifestEntry, Optimizer,
-                          Provenance, ReferenceInfo, read_manifest, sha256_of, size_of, write_manifest)
+from dcx.manifest import (MANIFEST, MANIFEST_SCHEMA, ActivationBytes, ExportFailure, Flops, Manifest, ManifestEntry,
+                          Optimizer, ParameterCount, Provenance, ReferenceInfo, read_manifest, sha256_of, size_of,
+                          write_manifest)
 from dcx.programs import DeviceProgram
-from dcx.reference import ProgramReference, build_reference, reference_file
+from dcx.reference import TRAIN_STEPS, ProgramReference, build_reference, reference_file
 
 Progress = Callable[[str], None]
 
@@ -81,8 +82,12 @@ def _write_file(out: Path, name: str, ours: set[str], write: Callable[[Path], An
 def export_programs(programs: Sequence[DeviceProgram], out: Path, formats: str | Sequence[str] = "all", *,
                     force: bool = False, options: ExportOptions | None = None,
                     provenance: Provenance | None = None, reference_seed: int = 0,
-                    progress: Progress = lambda s: None) -> ExportSummary:
-    """Export ``programs`` to every format in ``formats`` ("all", a name, or a list) into the folder ``out``."""
+                    reference_steps: int = TRAIN_STEPS, progress: Progress = lambda s: None) -> ExportSummary:
+    """Export ``programs`` to every format in ``formats`` ("all", a name, or a list) into the folder ``out``.
+
+    Training programs' references hold ``reference_steps`` real-data batches (verify trains that many steps)."""
+    if reference_steps < 1:
+        raise DcxError(f"--reference-steps {reference_steps}: verify needs at least one training step")
     options = options or ExportOptions()
     provenance = provenance or Provenance("user")
     fmts = resolve_formats(formats) if isinstance(formats, str) else [f for x in formats for f in resolve_formats(x)]
@@ -112,7 +117,7 @@ def export_programs(programs: Sequence[DeviceProgram], out: Path, formats: str |
             progress(f"{label} skipped: {reason}")
             continue
         if program.name not in references:
-            references[program.name] = _write_reference(out, program, ours, reference_seed)
+            references[program.name] = _write_reference(out, program, ours, reference_seed, reference_steps)
             manifest.references = sorted({*manifest.references, references[program.name][1].file})
             with os_errors(out / MANIFEST):
                 write_manifest(out, manifest)
@@ -155,9 +160,9 @@ def _fail(summary: ExportSummary, manifest: Manifest, program: DeviceProgram, fm
         progress(trace.rstrip())
 
 
-def _write_reference(out: Path, program: DeviceProgram, ours: set[str], seed: int
+def _write_reference(out: Path, program: DeviceProgram, ours: set[str], seed: int, steps: int
                      ) -> tuple[ProgramReference, ReferenceInfo]:
-    reference = build_reference(program, seed=seed)
+    reference = build_reference(program, steps=steps, seed=seed)
     rel = reference_file(program.name)
     _write_file(out, rel, ours, reference.save)
     ours.add(rel)
@@ -175,7 +180,8 @@ def _entry(program: DeviceProgram, fmt: str, path: Path, info, versions: dict, s
         trainable={n: list(p.shape) for n, p in program.trainable.items()},
         frozen={n: list(t.shape) for n, t in program.frozen.items()},
         optimizer=Optimizer("sgd", program.optimizer.lr) if program.optimizer else None,
-        flops=Flops(flops["forward"], flops.get("backward")), weights=info.weights,
+        flops=Flops(flops["forward"], flops.get("backward")), parameters=ParameterCount(**program.parameter_count()),
+        activation_bytes=ActivationBytes(**program.activation_bytes()), weights=info.weights,
         weight_locations=locate_weights(path, reference.weights()), provenance=provenance,
         requires=info.requires, passes=info.passes, deviations=info.deviations, reference=ref_info,
         versions=versions, export_seconds=round(seconds, 3), notes={**program.notes, **info.notes})
@@ -183,7 +189,8 @@ def _entry(program: DeviceProgram, fmt: str, path: Path, info, versions: dict, s
 
 def export_recipe(recipe_name: str | None, fmt: str, out: Path, *, checkpoint: Path | None = None, seed: int = 0,
                   overrides: dict[str, Any] | None = None, user: int | None = None, force: bool = False,
-                  options: ExportOptions | None = None, progress: Progress = lambda s: None) -> ExportSummary:
+                  options: ExportOptions | None = None, reference_steps: int = TRAIN_STEPS,
+                  progress: Progress = lambda s: None) -> ExportSummary:
     """A recipe's device programs through ``export_programs``: trained ones from ``checkpoint``, or initialised
     from ``seed`` (``recipe_name`` "all" exports every recipe, initialised)."""
     from dcx.recipes import config_as_json, resolve_recipes
@@ -198,7 +205,7 @@ def export_recipe(recipe_name: str | None, fmt: str, out: Path, *, checkpoint: P
         programs = recipe.device_programs(ckpt.seed, modules, **_options_for(recipe, extra, strict=True))
         provenance = Provenance("checkpoint", ckpt.seed, str(checkpoint), ckpt.tensors_sha256, ckpt.config)
         return export_programs(programs, out, fmt, force=force, options=options, provenance=provenance,
-                               reference_seed=ckpt.seed, progress=progress)
+                               reference_seed=ckpt.seed, reference_steps=reference_steps, progress=progress)
     if recipe_name is None:
         raise DcxError("pass --recipe NAME (or all), or --checkpoint CKPT written by `dcx train`")
     if recipe_name == "all" and overrides:
@@ -210,7 +217,7 @@ def export_recipe(recipe_name: str | None, fmt: str, out: Path, *, checkpoint: P
     config = config_as_json(recipes[0].cfg) if len(recipes) == 1 else None
     provenance = Provenance("initialised", seed, recipe_config=config)
     return export_programs(programs, out, fmt, force=force, options=options, provenance=provenance,
-                           reference_seed=seed, progress=progress)
+                           reference_seed=seed, reference_steps=reference_steps, progress=progress)
 
 
 def _options_for(recipe, options: dict[str, Any], strict: bool) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dcx import split
 from dcx.errors import DcxError
 
 
@@ -37,6 +38,11 @@ class ConvNet(nn.Module):
         x = F.relu(self.conv2(x))
         return F.relu(self.fc1(torch.flatten(x, 1)))
 
+    @property
+    def head(self) -> nn.Linear:
+        """The classifier on ``features`` (what ICIIA's classifier starts from)."""
+        return self.fc2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.features(x))
 
@@ -52,60 +58,23 @@ class SummedLogits(nn.Module):
         return self.large(x) + self.small(x)
 
 
-def split_widths(base: ConvNet, ratio: float) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """(c1, c2, hidden) of the large and of the small group for a width ratio r."""
-    if not 0.0 < ratio < 1.0:
-        raise DcxError(f"width split ratio must be in (0, 1), got {ratio}")
-    full = (*base.channels, base.hidden)
-    small = tuple(max(1, round(w * ratio)) for w in full)
-    if any(s >= w for s, w in zip(small, full)):
-        raise DcxError(f"width split ratio {ratio} leaves no channels for the large submodel of widths {full}")
-    large = tuple(w - s for w, s in zip(full, small))
-    return large, small  # type: ignore[return-value]
-
-
-def _group_slices(base: ConvNet, ratio: float) -> tuple[ConvNet, ConvNet, list[slice], list[slice]]:
-    (l1, l2, lh), (s1, s2, sh) = split_widths(base, ratio)
-    kw = dict(num_classes=base.num_classes, in_channels=base.in_channels, image_size=base.image_size)
-    large, small = ConvNet((l1, l2), lh, **kw), ConvNet((s1, s2), sh, **kw)
-    # Channel groups of conv1, conv2 and fc1 outputs: large first, small last.
-    large_groups = [slice(0, l1), slice(0, l2), slice(0, lh)]
-    small_groups = [slice(l1, None), slice(l2, None), slice(lh, None)]
-    return large, small, large_groups, small_groups
-
-
-@torch.no_grad()
 def split_by_width(base: ConvNet, ratio: float) -> tuple[ConvNet, ConvNet]:
-    """Slice a trained base model into parallel large and small submodels.
-
-    Every layer's channels are cut into a large group and a small group (a
-    fraction ``ratio``); weights that connect the two groups are dropped. When
-    those cross-group weights are zero, ``L(x) + S(x) == base(x)`` exactly.
-    The final bias goes to the large submodel.
-    """
-    large, small, lg, sg = _group_slices(base, ratio)
-    sp = base.spatial
-    for sub, (g1, g2, gh), is_large in ((large, lg, True), (small, sg, False)):
-        sub.conv1.weight.copy_(base.conv1.weight[g1])
-        sub.conv1.bias.copy_(base.conv1.bias[g1])
-        sub.conv2.weight.copy_(base.conv2.weight[g2, g1])
-        sub.conv2.bias.copy_(base.conv2.bias[g2])
-        # fc1 reads the flattened conv2 output channel by channel (spatial positions contiguous).
-        cols = base.fc1.weight.view(base.hidden, base.channels[1], sp)[gh, g2].reshape(sub.hidden, -1)
-        sub.fc1.weight.copy_(cols)
-        sub.fc1.bias.copy_(base.fc1.bias[gh])
-        sub.fc2.weight.copy_(base.fc2.weight[:, gh])
-        sub.fc2.bias.copy_(base.fc2.bias if is_large else torch.zeros_like(base.fc2.bias))
-    return large, small
+    """``dcx.split.split_by_width`` of a ConvNet, returned as ConvNets whose attributes give their widths."""
+    large, small = split.split_by_width(base, ratio, _example_input(base))
+    return _as_convnet(base, large), _as_convnet(base, small)
 
 
-@torch.no_grad()
 def zero_cross_group_weights(base: ConvNet, ratio: float) -> None:
     """Zero the weights that ``split_by_width`` drops, making the split exact."""
-    _, _, (l1, l2, lh), (s1, s2, sh) = _group_slices(base, ratio)
-    sp = base.spatial
-    base.conv2.weight[l2, s1] = 0
-    base.conv2.weight[s2, l1] = 0
-    fc1 = base.fc1.weight.view(base.hidden, base.channels[1], sp)
-    fc1[lh, s2] = 0
-    fc1[sh, l2] = 0
+    split.zero_cross_group_weights(base, ratio, _example_input(base))
+
+
+def _example_input(base: ConvNet) -> torch.Tensor:
+    return torch.zeros(1, base.in_channels, base.image_size, base.image_size)
+
+
+def _as_convnet(base: ConvNet, sub: ConvNet) -> ConvNet:
+    net = ConvNet((sub.conv1.out_channels, sub.conv2.out_channels), sub.fc1.out_features, base.num_classes,
+                  base.in_channels, base.image_size)
+    net.load_state_dict(sub.state_dict())
+    return net

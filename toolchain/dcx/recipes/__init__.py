@@ -81,6 +81,8 @@ class RecipeEntry:
     cls: type
     config: Any  # the default config of this name
     quick: dict[str, Any]  # overrides for CI-sized runs (``--quick``)
+    summary: str
+    in_all: bool  # part of ``--recipe all`` (the methods' own recipes; variants are asked for by name)
 
 
 _REGISTRY: dict[str, RecipeEntry] = {}
@@ -88,17 +90,19 @@ _REGISTRY: dict[str, RecipeEntry] = {}
 
 def register_recipe(cls: type) -> type:
     """Register a recipe class under ``cls.name`` with its default config ``cls.Config()``."""
-    _REGISTRY[cls.name] = RecipeEntry(cls.name, cls, cls.Config(), dict(getattr(cls, "QUICK", {})))
+    _REGISTRY[cls.name] = RecipeEntry(cls.name, cls, cls.Config(), dict(getattr(cls, "QUICK", {})), cls.summary, True)
     return cls
 
 
-def register_variant(name: str, cls: type, config: Any, quick: dict[str, Any] | None = None) -> None:
-    """Another named config of an existing recipe class (e.g. a mobile-scale variant)."""
-    _REGISTRY[name] = RecipeEntry(name, cls, config, dict(quick if quick is not None else getattr(cls, "QUICK", {})))
+def register_variant(name: str, cls: type, config: Any, summary: str, quick: dict[str, Any] | None = None) -> None:
+    """Another named config of an existing recipe class (e.g. a mobile-scale variant), asked for by name."""
+    _REGISTRY[name] = RecipeEntry(name, cls, config, dict(quick if quick is not None else getattr(cls, "QUICK", {})),
+                                  summary, False)
 
 
-def recipe_names() -> list[str]:
-    return list(_REGISTRY)
+def recipe_names(only_all: bool = False) -> list[str]:
+    """Every registered name, or (``only_all``) those that ``--recipe all`` means."""
+    return [n for n, e in _REGISTRY.items() if e.in_all or not only_all]
 
 
 def _entry(name: str) -> RecipeEntry:
@@ -124,7 +128,7 @@ def get_recipe(name: str, *, quick: bool = False, **overrides: Any) -> Recipe:
     """The recipe ``name`` with its config (see ``config_of``)."""
     entry = _entry(name)
     recipe = entry.cls(config_of(name, quick=quick, **overrides))
-    recipe.name = entry.name
+    recipe.name, recipe.summary = entry.name, entry.summary
     return recipe
 
 
@@ -222,8 +226,10 @@ def _convert(tp: Any, value: Any) -> tuple[bool, Any]:
 
 
 def resolve_recipes(name: str, **kwargs: Any) -> list[Recipe]:
-    """``all`` (every registered name) or one recipe name."""
-    return [get_recipe(n, **kwargs) for n in recipe_names()] if name == "all" else [get_recipe(name, **kwargs)]
+    """``all`` (the three methods; variants such as ``iciia_mnv2`` are asked for by name) or one recipe name."""
+    if name == "all":
+        return [get_recipe(n, **kwargs) for n in recipe_names(only_all=True)]
+    return [get_recipe(name, **kwargs)]
 
 
 def get_program(full_name: str, seed: int = 0) -> DeviceProgram:

@@ -20,13 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcx.data.fashion_mnist import ImageSet, load_fashion_mnist
+from dcx.data.fashion_mnist import ImageSet, as_camera_images, load_fashion_mnist
 from dcx.data.partition import dirichlet_label_skew
+from dcx.errors import DcxError
 from dcx.models.convnet import ConvNet, SummedLogits, split_by_width
+from dcx.models.mobilenet_small import MobileNetSmall
 from dcx.models.mobilenetv2 import mobilenet_v2_imagenet
 from dcx.programs import SGD, DeviceProgram, freeze
-from dcx.recipes import DataUsed, Predict, TrainedModules, register_recipe
-from dcx.training import accuracy, fit, seed_everything
+from dcx.recipes import DataUsed, Predict, TrainedModules, register_recipe, register_variant
+from dcx.training import fit, predict, seed_everything
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,15 @@ class DCCCLConfig:
     base_hidden: int = 128
     ratio: float = 1 / 8  # width fraction of the small submodel S
     heterogeneous: bool = False  # L = ImageNet MobileNetV2 instead of the width split
-    mimic_channels: tuple[int, int] = (8, 16)
+    image_size: int = 28  # the device programs' input: 28x28 grey, or RGB at this size (Fashion-MNIST upsampled)
+    device_arch: str = "convnet"  # S and M: "convnet", or "mobilenet_small" (depthwise-separable, BN, ReLU6)
+    mimic_channels: tuple[int, int] = (8, 16)  # convnet M
     mimic_hidden: int = 32
+    small_width: float = 0.25  # mobilenet_small S
+    small_depth: int = 5
+    mimic_width: float = 0.25  # mobilenet_small M
+    mimic_depth: int = 1
+    finetune_large: bool = True  # False: L's ImageNet features stay frozen, only its head trains on the cloud
     num_devices: int = 3
     alpha: float = 0.3  # Dirichlet label skew between the cloud and the devices
     cloud_samples: int = 4000
@@ -47,18 +56,41 @@ class DCCCLConfig:
     device_epochs: int = 5
     device_lr: float = 0.05  # on-device SGD
     batch_size: int = 32
+    test_samples: int = 10000  # held-out images for the metrics (at 224x224 each costs a MobileNetV2 pass)
 
 
 # ---------------------------------------------------------------- models
 
-def make_submodels(cfg: DCCCLConfig, seed: int = 0) -> tuple[nn.Module, ConvNet]:
+def check_config(cfg: DCCCLConfig) -> None:
+    if cfg.device_arch not in ("convnet", "mobilenet_small"):
+        raise DcxError(f"--set device_arch={cfg.device_arch!r}: choose convnet or mobilenet_small")
+    if cfg.device_arch == "mobilenet_small" and not cfg.heterogeneous:
+        raise DcxError("--set device_arch=mobilenet_small needs --set heterogeneous=true (L is then MobileNetV2)")
+    if cfg.image_size != 28 and (not cfg.heterogeneous or cfg.device_arch == "convnet"):
+        raise DcxError(f"--set image_size={cfg.image_size}: only the MobileNet variant takes RGB images; the "
+                       "convnet programs take 28x28")
+    if cfg.image_size < 32 and cfg.device_arch == "mobilenet_small":
+        raise DcxError(f"--set image_size={cfg.image_size}: MobileNet programs need at least 32x32 inputs")
+
+
+def model_input(images: torch.Tensor, cfg: DCCCLConfig) -> torch.Tensor:
+    """Fashion-MNIST images as the models take them: 28x28 grey, or RGB at ``image_size`` (ImageNet-normalised)."""
+    return images if cfg.image_size == 28 else as_camera_images(images, cfg.image_size)
+
+
+def make_submodels(cfg: DCCCLConfig, seed: int = 0) -> tuple[nn.Module, nn.Module]:
     """The large cloud submodel L and the small device submodel S."""
+    check_config(cfg)
     seed_everything(seed)
-    if cfg.heterogeneous:
-        small = ConvNet(*_small_widths(cfg))
-        return mobilenet_v2_imagenet(10, in_channels=1, input_size=32), small
-    base = ConvNet(cfg.base_channels, cfg.base_hidden)
-    return split_by_width(base, cfg.ratio)
+    if not cfg.heterogeneous:
+        return split_by_width(ConvNet(cfg.base_channels, cfg.base_hidden), cfg.ratio)
+    if cfg.device_arch == "mobilenet_small":
+        large = mobilenet_v2_imagenet(10)
+        if not cfg.finetune_large:
+            freeze(large.features)
+        return large, make_small(cfg, seed)
+    small = make_small(cfg, seed)  # S first: L's fresh head then draws from the same stream as it always did
+    return mobilenet_v2_imagenet(10, in_channels=1, input_size=32), small
 
 
 def _small_widths(cfg: DCCCLConfig) -> tuple[tuple[int, int], int]:
@@ -66,7 +98,18 @@ def _small_widths(cfg: DCCCLConfig) -> tuple[tuple[int, int], int]:
     return (c1, c2), max(1, round(cfg.base_hidden * cfg.ratio))
 
 
-def make_mimic(cfg: DCCCLConfig, seed: int = 0) -> ConvNet:
+def make_small(cfg: DCCCLConfig, seed: int = 0) -> nn.Module:
+    """A fresh S of the device architecture (the device-only baseline trains it from scratch)."""
+    seed_everything(seed)
+    if cfg.device_arch == "mobilenet_small":
+        return MobileNetSmall(10, cfg.small_width, cfg.small_depth)
+    return ConvNet(*_small_widths(cfg))
+
+
+def make_mimic(cfg: DCCCLConfig, seed: int = 0) -> nn.Module:
+    if cfg.device_arch == "mobilenet_small":
+        seed_everything(seed + 1)  # not S's stream: S and M share their first layers' shapes, they must not start equal
+        return MobileNetSmall(10, cfg.mimic_width, cfg.mimic_depth)
     seed_everything(seed)
     return ConvNet(cfg.mimic_channels, cfg.mimic_hidden)
 
@@ -96,39 +139,54 @@ class SmallOnlyLoss(nn.Module):
 # ---------------------------------------------------------------- cloud role
 
 def train_cloud(large: nn.Module, small: nn.Module, data: ImageSet, cfg: DCCCLConfig, seed: int = 0) -> list[float]:
-    """Train ``L + S`` jointly on the cloud samples."""
+    """Train ``L + S`` jointly on the cloud samples (with ``finetune_large=False``, L's features stay frozen)."""
     model = SummedLogits(large, small).train()
-    history = fit(lambda x, y: F.cross_entropy(model(x), y), list(model.parameters()),
-                  (data.images, data.labels), epochs=cfg.cloud_epochs, batch_size=cfg.batch_size,
-                  lr=1e-3, seed=seed)
+    history = fit(lambda x, y: F.cross_entropy(model(model_input(x, cfg)), y),
+                  [p for p in model.parameters() if p.requires_grad], (data.images, data.labels),
+                  epochs=cfg.cloud_epochs, batch_size=cfg.batch_size, lr=1e-3, seed=seed)
     model.eval()
     return history
 
 
-def mimic_error(mimic: nn.Module, large: nn.Module, images: torch.Tensor) -> float:
-    """Mean squared error between the mimic's and L's logits."""
-    with torch.no_grad():
-        return float(F.mse_loss(mimic(images), large(images)))
+def logits_of(model: nn.Module, images: torch.Tensor, cfg: DCCCLConfig) -> torch.Tensor:
+    """``model`` on every image, in chunks small enough for RGB inputs."""
+    return predict(lambda x: model(model_input(x, cfg)), images, batch_size=1024 if cfg.image_size == 28 else 32)
+
+
+def served_accuracy(model: nn.Module, data: ImageSet, cfg: DCCCLConfig) -> float:
+    return float((logits_of(model, data.images, cfg).argmax(1) == data.labels).float().mean())
+
+
+def held_out(cfg: DCCCLConfig) -> ImageSet:
+    """The first ``test_samples`` Fashion-MNIST test images (all 10,000 at the default)."""
+    test = load_fashion_mnist("test")
+    return test.subset(torch.arange(min(cfg.test_samples, len(test))))
+
+
+def mimic_error(mimic: nn.Module, large: nn.Module, images: torch.Tensor, cfg: DCCCLConfig = DCCCLConfig(),
+                teacher: torch.Tensor | None = None) -> float:
+    """Mean squared error between the mimic's and L's logits (``teacher``: L's, if already computed)."""
+    teacher = teacher if teacher is not None else logits_of(large, images, cfg)
+    return float(F.mse_loss(logits_of(mimic, images, cfg), teacher))
 
 
 def distill_mimic(mimic: nn.Module, large: nn.Module, data: ImageSet, cfg: DCCCLConfig, seed: int = 0) -> list[float]:
     """Knowledge distillation ``M(x) ~= L(x)`` on cloud samples; returns the mimic error after each epoch."""
-    large.eval()
-    with torch.no_grad():
-        teacher = torch.cat([large(data.images[i : i + 512]) for i in range(0, len(data), 512)])
+    teacher = logits_of(large.eval(), data.images, cfg)
     t = cfg.distill_temperature
 
     def loss(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        out = mimic(model_input(x, cfg))
         if t is None:
-            return F.mse_loss(mimic(x), target)
-        return F.kl_div(F.log_softmax(mimic(x) / t, 1), F.softmax(target / t, 1), reduction="batchmean") * t * t
+            return F.mse_loss(out, target)
+        return F.kl_div(F.log_softmax(out / t, 1), F.softmax(target / t, 1), reduction="batchmean") * t * t
 
     errors = []
     mimic.train()
     for epoch in range(cfg.distill_epochs):
         fit(loss, list(mimic.parameters()), (data.images, teacher), epochs=1, batch_size=cfg.batch_size,
             lr=2e-3, seed=seed + epoch)
-        errors.append(mimic_error(mimic.eval(), large, data.images))
+        errors.append(mimic_error(mimic.eval(), large, data.images, cfg, teacher))
     return errors
 
 
@@ -147,8 +205,8 @@ def device_update(mimic: nn.Module, small: nn.Module, data: ImageSet, cfg: DCCCL
     for p in small_k.parameters():
         p.requires_grad_(True)
     objective = ControlledLoss(copy.deepcopy(mimic), small_k) if controlled else SmallOnlyLoss(small_k)
-    fit(objective, list(small_k.parameters()), (data.images, data.labels), epochs=cfg.device_epochs,
-        batch_size=cfg.batch_size, lr=cfg.device_lr, seed=seed, optimizer="sgd")
+    fit(lambda x, y: objective(model_input(x, cfg), y), list(small_k.parameters()), (data.images, data.labels),
+        epochs=cfg.device_epochs, batch_size=cfg.batch_size, lr=cfg.device_lr, seed=seed, optimizer="sgd")
     return small_k.eval()
 
 
@@ -210,14 +268,14 @@ class DCCCL:
         train_cloud(large, small, sc.cloud, cfg, seed)
         progress(f"distilling the mimic M from L ({cfg.distill_epochs} epochs)")
         errors = distill_mimic(mimic, large, sc.cloud, cfg, seed)
-        test = load_fashion_mnist("test")
+        test = held_out(cfg)
         tests = sc.device_tests
         metrics = {
-            "acc_cloud_test": accuracy(SummedLogits(large, small), test.images, test.labels),
-            "acc_devices_cloud_only": sum(accuracy(SummedLogits(large, small), t.images, t.labels)
+            "acc_cloud_test": served_accuracy(SummedLogits(large, small), test, cfg),
+            "acc_devices_cloud_only": sum(served_accuracy(SummedLogits(large, small), t, cfg)
                                           for t in tests) / len(tests),
-            "acc_mimic_plus_small_test": accuracy(SummedLogits(mimic, small), test.images, test.labels),
-            "mimic_mse_test": mimic_error(mimic, large, test.images),
+            "acc_mimic_plus_small_test": served_accuracy(SummedLogits(mimic, small), test, cfg),
+            "mimic_mse_test": mimic_error(mimic, large, test.images, cfg),
             "mimic_mse_first_epoch": errors[0], "mimic_mse_last_epoch": errors[-1],
         }
         data = [DataUsed("fashion-mnist", "train", len(sc.cloud), "cloud training of L + S and distillation of M"),
@@ -232,7 +290,8 @@ class DCCCL:
         modules = modules if modules is not None else self.build_modules(seed)
         mimic, small = modules["mimic"], modules["small"]
         gen = torch.Generator().manual_seed(seed)
-        x = torch.rand(cfg.batch_size, 1, 28, 28, generator=gen)
+        x = torch.rand(cfg.batch_size, 1 if cfg.image_size == 28 else 3, cfg.image_size, cfg.image_size,
+                       generator=gen)
         y = torch.randint(0, 10, (cfg.batch_size,), generator=gen)
         train = DeviceProgram(
             f"{self.name}.train", "train", ControlledLoss(copy.deepcopy(mimic), copy.deepcopy(small)), (x, y),
@@ -244,11 +303,12 @@ class DCCCL:
         return [train, infer]
 
     def score(self, program_name: str, predict: Predict, seed: int = 0) -> dict[str, float]:
-        """``dcccl.infer`` on every Fashion-MNIST test image: accuracy."""
+        """``<name>.infer`` on the held-out Fashion-MNIST test images, one at a time as the app runs it: accuracy."""
         if program_name != f"{self.name}.infer":
             return {}
-        test = load_fashion_mnist("test")
-        preds = [int(np.argmax(predict(test.images[i : i + 1].numpy())[0])) for i in range(len(test))]
+        test = held_out(self.cfg)
+        preds = [int(np.argmax(predict(model_input(test.images[i : i + 1], self.cfg).numpy())[0]))
+                 for i in range(len(test))]
         return {"accuracy": float(np.mean(np.asarray(preds) == test.labels.numpy())), "samples": float(len(test))}
 
     def evaluate(self, seed: int = 0) -> dict[str, float]:
@@ -268,7 +328,7 @@ class DCCCL:
         tests = sc.device_tests
 
         def served(large_: nn.Module, small_: nn.Module) -> float:
-            return sum(accuracy(SummedLogits(large_, small_), t.images, t.labels) for t in tests) / len(tests)
+            return sum(served_accuracy(SummedLogits(large_, small_), t, cfg) for t in tests) / len(tests)
 
         def fused(smalls: list[nn.Module]) -> nn.Module:
             model = copy.deepcopy(small)
@@ -278,7 +338,7 @@ class DCCCL:
         controlled = [device_update(mimic, small, d, cfg, seed + k) for k, d in enumerate(sc.devices)]
         uncontrolled = [device_update(mimic, small, d, cfg, seed + k, controlled=False)
                         for k, d in enumerate(sc.devices)]
-        fresh_small = make_submodels(DCCCLConfig(**{**cfg.__dict__, "heterogeneous": False}), seed + 1)[1]
+        fresh_small = make_small(cfg, seed + 1)
         device_only = [device_update(mimic, fresh_small, d, cfg, seed + k, controlled=False)
                        for k, d in enumerate(sc.devices)]
         central_large, central_small = make_submodels(cfg, seed)
@@ -288,8 +348,8 @@ class DCCCL:
         return {
             "mimic_mse_first_epoch": errors[0], "mimic_mse_last_epoch": errors[-1],
             "acc_cloud_only": served(large, small),
-            "acc_device_only_small": sum(accuracy(s, t.images, t.labels) for s, t in zip(device_only, tests)) / len(tests),
-            "acc_controlled_per_device": sum(accuracy(SummedLogits(large, s), t.images, t.labels)
+            "acc_device_only_small": sum(served_accuracy(s, t, cfg) for s, t in zip(device_only, tests)) / len(tests),
+            "acc_controlled_per_device": sum(served_accuracy(SummedLogits(large, s), t, cfg)
                                              for s, t in zip(controlled, tests)) / len(tests),
             "acc_controlled_fedavg": served(large, fused(controlled)),
             "acc_uncontrolled_fedavg": served(large, fused(uncontrolled)),
@@ -302,4 +362,11 @@ class DCCCL:
         gen = torch.Generator().manual_seed(seed)
         b = self.cfg.batch_size
         idx = [torch.randint(0, len(device), (b,), generator=gen) for _ in range(steps)]
-        return [(device.images[i], device.labels[i]) for i in idx]
+        return [(model_input(device.images[i], self.cfg), device.labels[i]) for i in idx]
+
+
+register_variant("dcccl_mnv2", DCCCL, DCCCLConfig(
+    heterogeneous=True, device_arch="mobilenet_small", image_size=224, finetune_large=False, cloud_samples=1000,
+    device_samples=200, cloud_epochs=2, distill_epochs=3, device_epochs=2, batch_size=8, test_samples=1000),
+    "DC-CCL at 224x224 RGB: the ImageNet MobileNetV2 as the cloud's L; MobileNet-style S and mimic M on the phone",
+    quick={"cloud_samples": 160, "device_samples": 64, "cloud_epochs": 1, "distill_epochs": 1, "test_samples": 200})

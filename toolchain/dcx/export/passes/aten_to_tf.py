@@ -8,8 +8,10 @@ small TF builder per ATen op (the table ``ATEN_TO_TF``). Traced inside a
 TFLite converter turns into builtin ops. Ops whose TF gradients are not
 TFLite builtins use the custom-gradient versions of ``tf_builtin_gradients``.
 
-Layout: PyTorch is NCHW, TFLite's CONV_2D is NHWC; a convolution transposes in
-and out around the NHWC kernel (the converter folds what it can).
+Layout: PyTorch is NCHW, TFLite's CONV_2D, DEPTHWISE_CONV_2D and pooling are
+NHWC; each transposes in and out around the NHWC kernel (the converter folds
+what it can). Batch norm in inference mode is a per-channel MUL and ADD on
+the NCHW tensor.
 """
 
 from __future__ import annotations
@@ -82,17 +84,29 @@ def _axis(dim: int, rank: int) -> int:
 
 @lowers(aten.convolution.default)
 def convolution(x, w, bias, stride, padding, dilation, transposed, output_padding, groups):
-    """NCHW convolution as NHWC CONV_2D with explicit PAD; builtin-only gradients (``tf_builtin_gradients.conv2d``)."""
-    if len(stride) != 2 or transposed or groups != 1 or any(d != 1 for d in dilation):
-        raise DcxError("aten_to_tf: only 2-D, non-transposed, groups=1, dilation=1 convolutions lower to TFLite "
-                       f"training graphs (got stride={stride}, dilation={dilation}, transposed={transposed}, "
-                       f"groups={groups})")
+    """NCHW convolution as NHWC CONV_2D (groups=1), DEPTHWISE_CONV_2D (groups = input channels) or one CONV_2D
+    per group between SPLIT and CONCATENATION, with explicit PAD; builtin-only gradients (``tf_builtin_gradients``).
+    """
+    cin = x.shape[1]
+    depthwise = groups == cin and groups > 1
+    if len(stride) != 2 or transposed or any(d != 1 for d in dilation) or (depthwise and stride[0] != stride[1]):
+        raise DcxError(f"aten_to_tf: convolution with stride={list(stride)}, dilation={list(dilation)}, "
+                       f"transposed={transposed}, groups={groups} has no TFLite lowering; 2-D, non-transposed, "
+                       "dilation-1 convolutions lower (depthwise ones need equal strides)")
     xh = tf.transpose(x, [0, 2, 3, 1])  # NCHW -> NHWC
     if any(padding):
         ph, pw = padding
         xh = tf.pad(xh, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
-    wh = tf.transpose(w, [2, 3, 1, 0])  # OIHW -> HWIO
-    y = bg.conv2d(xh, wh, tuple(stride))
+    if depthwise:  # OIHW with O = C * multiplier, I = 1 -> [kh, kw, C, multiplier]
+        wh = tf.transpose(tf.reshape(w, [cin, w.shape[0] // cin, *w.shape[2:]]), [2, 3, 0, 1])
+        y = bg.depthwise_conv2d(xh, wh, tuple(stride))
+    else:
+        wh = tf.transpose(w, [2, 3, 1, 0])  # OIHW -> HWIO
+        if groups == 1:
+            y = bg.conv2d(xh, wh, tuple(stride))
+        else:
+            y = tf.concat([bg.conv2d(xg, wg, tuple(stride)) for xg, wg in
+                           zip(tf.split(xh, groups, axis=3), tf.split(wh, groups, axis=3))], 3)
     if bias is not None:
         y = y + bias
     return tf.transpose(y, [0, 3, 1, 2])  # NHWC -> NCHW
@@ -291,6 +305,19 @@ def tanh(x):
     return bg.tanh(x)
 
 
+@lowers(aten.hardtanh.default)
+def hardtanh(x, min_val=-1.0, max_val=1.0):
+    """ReLU6 is hardtanh(0, 6): RELU6; the gradient passes strictly inside the bounds, as in PyTorch."""
+    return bg.clamp(x, min_val, max_val, closed=False)
+
+
+@lowers(aten.clamp.default)
+def clamp(x, min=None, max=None):
+    """MAXIMUM/MINIMUM (hardswish decomposes to x * clamp(x + 3, 0, 6) / 6); the gradient passes inside the
+    closed bounds, as in PyTorch."""
+    return bg.clamp(x, min, max, closed=True)
+
+
 @lowers(aten.minimum.default)
 def minimum(a, b):
     return tf.minimum(*_operands(a, b))
@@ -354,6 +381,44 @@ def amax(x, dims=(), keepdim=False):
     return tf.reduce_max(x, axis=_reduce_axes(x, dims), keepdims=keepdim)
 
 
+def _pair(v) -> tuple[int, int]:
+    """An ATen ``int[2]`` argument given as an int, [v] or [h, w]."""
+    v = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+    return (v * 2)[:2]
+
+
+def _pool_window(x, kernel, stride, padding, ceil_mode):
+    """(kernel, stride, NHWC padding) of a 2-D pooling; ``ceil_mode`` only where it changes nothing."""
+    kernel, padding = _pair(kernel), _pair(padding)
+    stride = _pair(stride) if stride else kernel
+    if ceil_mode and any((size + 2 * p - k) % s for size, p, k, s in zip(x.shape[2:], padding, kernel, stride)):
+        raise DcxError("aten_to_tf: pooling with ceil_mode=True and a partial last window has no TFLite lowering; "
+                       "use ceil_mode=False or an input size that the windows tile")
+    (ph, pw) = padding
+    return kernel, stride, [[0, 0], [ph, ph], [pw, pw], [0, 0]]
+
+
+@lowers(aten.avg_pool2d.default)
+def avg_pool2d(x, kernel, stride=(), padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None):
+    """AVERAGE_POOL_2D on NHWC; zero padding counts in the mean (PyTorch's default ``count_include_pad``)."""
+    if divisor_override is not None or (any(_pair(padding)) and not count_include_pad):
+        raise DcxError("aten_to_tf: avg_pool2d with divisor_override or count_include_pad=False over padding has "
+                       "no TFLite lowering; use the defaults")
+    kernel, stride, pads = _pool_window(x, kernel, stride, padding, ceil_mode)
+    xh = tf.pad(tf.transpose(x, [0, 2, 3, 1]), pads)
+    return tf.transpose(bg.avg_pool2d(xh, kernel, stride), [0, 3, 1, 2])
+
+
+@lowers(aten.max_pool2d_with_indices.default)
+def max_pool2d_with_indices(x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
+    """MAX_POOL_2D on NHWC, padded with -inf as in PyTorch. Returns (y, None): the indices have no lowering."""
+    if _pair(dilation) != (1, 1):
+        raise DcxError(f"aten_to_tf: max_pool2d with dilation={dilation} has no TFLite lowering; use dilation 1")
+    kernel, stride, pads = _pool_window(x, kernel, stride, padding, ceil_mode)
+    xh = tf.pad(tf.transpose(x, [0, 2, 3, 1]), pads, constant_values=float("-inf"))
+    return tf.transpose(bg.max_pool2d(xh, kernel, stride), [0, 3, 1, 2]), None
+
+
 @lowers(aten._softmax.default)
 def softmax(x, dim, half_to_float=False):
     return tf.nn.softmax(x, axis=_axis(dim, len(x.shape)))
@@ -362,6 +427,23 @@ def softmax(x, dim, half_to_float=False):
 @lowers(aten._log_softmax.default)
 def log_softmax(x, dim, half_to_float=False):
     return tf.nn.log_softmax(x, axis=_axis(dim, len(x.shape)))
+
+
+@lowers(aten._native_batch_norm_legit_no_training.default)
+def batch_norm_inference(x, weight, bias, running_mean, running_var, momentum, eps):
+    """Batch norm with frozen statistics: a per-channel scale and shift (MUL, ADD) on axis 1.
+
+    Returns (y, mean, rstd) like ATen, the last two empty as in inference mode.
+    """
+    per_channel = [-1] + [1] * (len(x.shape) - 2)
+    scale = bg.rsqrt(running_var + eps)
+    if weight is not None:
+        scale = scale * weight
+    y = (x - tf.reshape(running_mean, per_channel)) * tf.reshape(scale, per_channel)
+    if bias is not None:
+        y = y + tf.reshape(bias, per_channel)
+    empty = tf.zeros([0], x.dtype)
+    return y, empty, empty
 
 
 @lowers(aten.native_layer_norm.default)
@@ -408,6 +490,8 @@ def gather(x, dim, index, sparse_grad=False):
 
 @lowers(operator.getitem)
 def getitem(seq, i):
+    if seq[i] is None:
+        raise DcxError(f"aten_to_tf: output {i} of a multi-output op (e.g. max-pool indices) has no TFLite lowering")
     return seq[i]
 
 
@@ -424,6 +508,7 @@ class TFGraph:
     user_inputs: list[str]  # placeholder names, in call order
     constants: dict[str, np.ndarray]  # lifted tensor constants by name
 
+    @tf.autograph.experimental.do_not_convert  # plain Python over static shapes: AutoGraph would only slow tracing
     def __call__(self, state: dict[str, tf.Tensor], *inputs: tf.Tensor) -> list[tf.Tensor]:
         """``state``: every parameter/buffer by PyTorch name (Variables or constants); returns the graph outputs."""
         if len(inputs) != len(self.user_inputs):

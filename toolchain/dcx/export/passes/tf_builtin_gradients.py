@@ -71,6 +71,36 @@ def sqrt(x: tf.Tensor):
     return y, grad
 
 
+def clamp(x: tf.Tensor, low: float | None, high: float | None, closed: bool) -> tf.Tensor:
+    """Clip to [low, high] (either may be None); RELU6 for [0, 6].
+
+    The gradient passes where x is inside the bounds, as PyTorch defines it:
+    ``closed`` bounds count as inside (``clamp``), open ones do not
+    (``hardtanh``, i.e. ReLU6). TF's own gradients (Relu6Grad, or a Select
+    chain with other boundary values) are not used.
+    """
+
+    @tf.custom_gradient
+    def _clamp(x):
+        if (low, high) == (0, 6):
+            y = tf.nn.relu6(x)
+        else:
+            y = x if low is None else tf.maximum(x, tf.constant(low, x.dtype))
+            y = y if high is None else tf.minimum(y, tf.constant(high, x.dtype))
+
+        def grad(g):
+            inside = tf.ones_like(g)
+            if low is not None:
+                inside *= tf.cast(x >= low if closed else x > low, g.dtype)
+            if high is not None:
+                inside *= tf.cast(x <= high if closed else x < high, g.dtype)
+            return g * inside
+
+        return y, grad
+
+    return _clamp(x)
+
+
 def log1p(x: tf.Tensor) -> tf.Tensor:
     """log(1 + x): TFLite has no LOG1P builtin; LOG of ADD is builtin, and so is its gradient ``g / (1 + x)``."""
     return tf.math.log(1.0 + x)
@@ -102,6 +132,123 @@ def conv2d(x: tf.Tensor, w: tf.Tensor, strides: tuple[int, int]) -> tf.Tensor:
         return y, grad
 
     return _conv(x, w)
+
+
+def depthwise_conv2d(x: tf.Tensor, w: tf.Tensor, strides: tuple[int, int]) -> tf.Tensor:
+    """VALID depthwise convolution (DEPTHWISE_CONV_2D), NHWC input, filter [kh, kw, C, multiplier], with builtin-only
+    gradients instead of the Flex DepthwiseConv2dNativeBackpropInput/Filter:
+
+    - input gradient: a stride-1 depthwise convolution of the zero-dilated, padded output gradient with the
+      spatially flipped filter (``_depthwise_input_gradient``);
+    - filter gradient: per-channel correlations of x and the output gradient, as one depthwise convolution
+      with the batch folded into the channels (``_depthwise_filter_gradient``).
+
+    TF's depthwise kernel needs equal strides in H and W.
+    """
+
+    @tf.custom_gradient
+    def _dw(x, w):
+        y = tf.nn.depthwise_conv2d(x, w, [1, *strides, 1], "VALID")
+
+        def grad(g):
+            return _depthwise_input_gradient(g, w, x.shape, strides), _depthwise_filter_gradient(x, g, w.shape, strides)
+
+        return y, grad
+
+    return _dw(x, w)
+
+
+def _dilate(g: tf.Tensor, strides: tuple[int, int]) -> tf.Tensor:
+    """Insert ``stride - 1`` zeros between rows and columns of an NHWC tensor (RESHAPE + PAD, 4-D only)."""
+    sh, sw = strides
+    if (sh, sw) == (1, 1):
+        return g
+    n, h, w, c = g.shape
+    g = tf.pad(tf.reshape(g, [n, h, 1, w * c]), [[0, 0], [0, 0], [0, sh - 1], [0, 0]])
+    g = tf.pad(tf.reshape(g, [n * h * sh, w, 1, c]), [[0, 0], [0, 0], [0, sw - 1], [0, 0]])
+    return tf.reshape(g, [n, h * sh, w * sw, c])[:, : (h - 1) * sh + 1, : (w - 1) * sw + 1, :]
+
+
+def _depthwise_input_gradient(g: tf.Tensor, w: tf.Tensor, in_shape: tf.TensorShape,
+                              strides: tuple[int, int]) -> tf.Tensor:
+    """dx of a VALID depthwise convolution: the full correlation of the dilated g with the flipped filter.
+
+    Rows and columns of x that no window reached (when ``(H - kh) % stride != 0``) get zeros.
+    """
+    kh, kw, c, m = w.shape
+    h, wd = in_shape[1], in_shape[2]
+    ho, wo = g.shape[1], g.shape[2]
+    rest_h, rest_w = h - ((ho - 1) * strides[0] + kh), wd - ((wo - 1) * strides[1] + kw)
+    gd = tf.pad(_dilate(g, strides), [[0, 0], [kh - 1, kh - 1 + rest_h], [kw - 1, kw - 1 + rest_w], [0, 0]])
+    flipped = tf.reshape(tf.reverse(w, [0, 1]), [kh, kw, c * m, 1])
+    dx = tf.nn.depthwise_conv2d(gd, flipped, [1, 1, 1, 1], "VALID")  # [N, H, W, C * m]
+    return dx if m == 1 else tf.reduce_sum(tf.reshape(dx, [-1, h, wd, c, m]), -1)
+
+
+def _depthwise_filter_gradient(x: tf.Tensor, g: tf.Tensor, w_shape: tf.TensorShape,
+                               strides: tuple[int, int]) -> tf.Tensor:
+    """``dW[a, b, c, k] = sum_{n,i,j} x[n, i*s + a, j*s + b, c] * g[n, i, j, c*M + k]`` (M: the multiplier).
+
+    One depthwise convolution: x as a single image with N*C channels, g as its [Ho, Wo, N*C, m] filter,
+    the forward stride as its dilation; then a sum over the batch.
+    """
+    kh, kw, c, m = w_shape
+    n, h, wd = x.shape[0], x.shape[1], x.shape[2]
+    ho, wo = g.shape[1], g.shape[2]
+    xt = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [1, h, wd, n * c])
+    gt = tf.reshape(tf.transpose(tf.reshape(g, [n, ho, wo, c, m]), [1, 2, 0, 3, 4]), [ho, wo, n * c, m])
+    dw = tf.nn.depthwise_conv2d(xt, gt, [1, 1, 1, 1], "VALID", dilations=list(strides))  # [1, >=kh, >=kw, N*C*m]
+    return tf.reduce_sum(tf.reshape(dw[:, :kh, :kw, :], [kh, kw, n, c, m]), 2)
+
+
+def avg_pool2d(x: tf.Tensor, kernel: tuple[int, int], strides: tuple[int, int]) -> tf.Tensor:
+    """VALID average pooling (AVERAGE_POOL_2D); its gradient is that of a depthwise convolution with a constant
+    1/(kh*kw) filter, instead of the Flex AvgPoolGrad."""
+
+    @tf.custom_gradient
+    def _pool(x):
+        y = tf.nn.avg_pool2d(x, kernel, strides, "VALID")
+
+        def grad(g):
+            mean_filter = tf.fill([*kernel, x.shape[-1], 1], tf.constant(1.0 / (kernel[0] * kernel[1]), x.dtype))
+            return _depthwise_input_gradient(g, mean_filter, x.shape, strides)
+
+        return y, grad
+
+    return _pool(x)
+
+
+def max_pool2d(x: tf.Tensor, kernel: tuple[int, int], strides: tuple[int, int]) -> tf.Tensor:
+    """VALID max pooling (MAX_POOL_2D) with a builtin-only gradient instead of the Flex MaxPoolGrad.
+
+    Each window's gradient goes to its first maximum in row-major order, as in PyTorch: the window
+    positions are taken as kh*kw strided slices, ARG_MAX over them picks the first maximum, and
+    ONE_HOT masks each slice's share of g, which is scattered back by dilation and padding.
+    """
+    kh, kw = kernel
+    sh, sw = strides
+
+    @tf.custom_gradient
+    def _pool(x):
+        y = tf.nn.max_pool2d(x, kernel, strides, "VALID")
+
+        def grad(g):
+            n, h, wd, c = x.shape
+            ho, wo = g.shape[1], g.shape[2]
+            span_h, span_w = (ho - 1) * sh + 1, (wo - 1) * sw + 1
+            taps = [(a, b) for a in range(kh) for b in range(kw)]
+            windows = tf.stack([tf.strided_slice(x, [0, a, b, 0], [n, a + span_h, b + span_w, c], [1, sh, sw, 1])
+                                for a, b in taps])  # [kh*kw, N, Ho, Wo, C]
+            first_max = tf.one_hot(tf.argmax(windows, 0), len(taps), axis=0, dtype=g.dtype)
+            dx = 0
+            for t, (a, b) in enumerate(taps):
+                share = _dilate(g * first_max[t], strides)
+                dx += tf.pad(share, [[0, 0], [a, h - a - span_h], [b, wd - b - span_w], [0, 0]])
+            return dx
+
+        return y, grad
+
+    return _pool(x)
 
 
 def gather_rows(table: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:

@@ -291,8 +291,42 @@ def _softmax_nd(layer, xs, p):
     return _softmax_axis(xs[0], layer.softmaxND.axis)
 
 
+def _clip(layer, xs, p):
+    return torch.clamp(xs[0], layer.clip.minVal, layer.clip.maxVal)
+
+
+def _batchnorm(layer, xs, p):
+    """Inference batch norm over axis -3: (x - mean) / sqrt(var + eps) * gamma + beta."""
+    (x,) = xs
+    shape = (-1, 1, 1)
+    scale = p["gamma"].reshape(shape) / torch.sqrt(p["variance"].reshape(shape) + layer.batchnorm.epsilon)
+    return (x - p["mean"].reshape(shape)) * scale + p["beta"].reshape(shape)
+
+
+def _pooling(layer, xs, p):
+    """Global or unpadded ('valid') MAX/AVERAGE pooling over the last two axes."""
+    (x,) = xs
+    pool = layer.pooling
+    kind = ("max", "average", "l2")[pool.type]
+    if pool.globalPooling:
+        y = x.amax((-2, -1), keepdim=True) if kind == "max" else x.mean((-2, -1), keepdim=True)
+        if kind != "l2":
+            return y
+    padded = pool.WhichOneof("PoolingPaddingType") != "valid" or any(
+        b.startEdgeSize or b.endEdgeSize for b in pool.valid.paddingAmounts.borderAmounts)
+    if kind == "l2" or padded:
+        raise DcxError(f"coreml: pooling layer {layer.name!r} ({kind}, padded={padded}) is not supported")
+    lead, x4 = x.shape[:-3], x.reshape(-1, *x.shape[-3:])
+    fn = F.max_pool2d if kind == "max" else F.avg_pool2d
+    y = fn(x4, list(pool.kernelSize), list(pool.stride) or None)
+    return y.reshape(*lead, *y.shape[1:])
+
+
 _LAYERS: dict[str, Callable] = {
     "convolution": _conv,
+    "clip": _clip,
+    "batchnorm": _batchnorm,
+    "pooling": _pooling,
     "activation": _activation,
     "innerProduct": _inner_product,
     "flatten": _flatten,
