@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Build the dcx fused kernels: host libraries into build/kernels/host (C kernel + native test/bench,
-# PyTorch op library, ExecuTorch kernel library, .pte runner) and the aarch64 cross build into
-# build/kernels/aarch64 (C kernel + native drivers, ExecuTorch kernel library and .pte runner
-# against the aarch64 executorch wheel, fetched once with pip download). Idempotent: a second run
-# only rebuilds what changed.
+# Build the dcx kernels (the fused partitioned linear, spl_*, and the training kernels, tk_*): host
+# libraries into build/kernels/host (C kernels + native tests/benches, PyTorch op libraries,
+# ExecuTorch kernel libraries, .pte runner) and the aarch64 cross build into build/kernels/aarch64
+# (C kernels + native drivers, ExecuTorch kernel libraries and .pte runner against the aarch64
+# executorch wheel, fetched once with pip download). Idempotent: a second run only rebuilds what
+# changed.
 #
 # Environment: PYTHON (default: the repo's .venv, else python3), DCX_KERNELS_BUILD_DIR
 # (default: build/kernels), DCX_BUILD_JOBS (default 2), DCX_SKIP_AARCH64=1 (host only).

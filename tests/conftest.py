@@ -1,5 +1,12 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -7,3 +14,11 @@ def single_thread():
     """Deterministic, and fair to a 2-core machine."""
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(scope="session")
+def kernels_build():
+    """``bash kernels/build.sh`` once per session, as the set-up does (seconds when already built)."""
+    proc = subprocess.run(["bash", str(REPO / "kernels" / "build.sh")], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHON=sys.executable), timeout=1800)
+    assert proc.returncode == 0, f"kernels/build.sh failed:\n{proc.stdout}\n{proc.stderr}"

@@ -32,11 +32,7 @@ QEMU_PREFIX = "/usr/aarch64-linux-gnu"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def kernels_built():
-    env = dict(os.environ, PYTHON=sys.executable)
-    proc = subprocess.run(["bash", str(REPO / "kernels" / "build.sh")], capture_output=True, text=True, env=env,
-                          timeout=1800)
-    assert proc.returncode == 0, f"kernels/build.sh failed:\n{proc.stdout}\n{proc.stderr}"
+def kernels_built(kernels_build):
     import dcx.kernels as K
 
     assert K.is_built(), "the op library did not load after kernels/build.sh"

@@ -31,6 +31,7 @@
 #endif
 
 #define SPL_INLINE static inline __attribute__((always_inline))
+#include "dcx_vec.h"
 #define MR 6  /* rows of the register tile */
 #define NR 16 /* columns of a panel */
 
@@ -38,15 +39,8 @@
  * lane l of row r goes to c[l*c_ls + r*c_rs] and init holds one value per row. */
 enum { X1, X2, X4, X1T };
 
-typedef float v8f __attribute__((vector_size(32)));
 typedef float v4f __attribute__((vector_size(16)));
 
-SPL_INLINE v8f ld8(const float* p) {
-  v8f v;
-  memcpy(&v, p, sizeof v);
-  return v;
-}
-SPL_INLINE void st8(float* p, v8f v) { memcpy(p, &v, sizeof v); }
 SPL_INLINE v8f bc1(const float* p) {
   const float s = *p;
   return (v8f){s, s, s, s, s, s, s, s};

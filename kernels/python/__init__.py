@@ -14,6 +14,11 @@ Python API:
 - ``is_built()``, ``enable_fused(module)``: switch ``PartitionedLinear`` layers to the fused op.
 - ``load_executorch_kernels()``: register the ExecuTorch kernels in this process (once).
 - ``decompositions()`` / ``lowering_note(backend)``: how backends without custom kernels get it.
+
+The training kernels (conv, linear, pooling, losses ... and their backward) are in
+``dcx.kernels.training``; ``load_executorch_library(name)`` registers any dcx ExecuTorch kernel
+library a manifest requires, and ``require_executorch_libraries`` refuses a program whose dcx
+operators no loaded library registers.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from dcx.kernels._library import (
     library_path,
     load_aten_ops,
     load_executorch_kernels,
+    load_executorch_library,
+    require_executorch_libraries,
 )
 
 __all__ = [
@@ -38,6 +45,8 @@ __all__ = [
     "enable_fused",
     "disable_fused",
     "load_executorch_kernels",
+    "load_executorch_library",
+    "require_executorch_libraries",
     "library_path",
     "build_dir",
     "decompositions",

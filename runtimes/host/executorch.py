@@ -48,15 +48,25 @@ class ExecuTorchSession:
         return self.module.named_parameters()
 
     def train_step(self, *inputs: np.ndarray) -> float:
+        """One SGD step. The first goes through the training extension (which materialises the parameters);
+        later ones run the program once and update its parameter outputs in place — they are the program's own
+        tensors — as the native runner does, without the extension's per-step method calls and gradient copies."""
+        if self.optimizer is not None:
+            out = self.module.model.run_method("forward", _tensors(inputs), clone_outputs=False)
+            first_grad, first_param = self._layout
+            torch._foreach_add_(list(out[first_param:]), list(out[first_grad:first_param]),
+                                alpha=-self.entry.optimizer.lr)
+            return float(out[0])
         from executorch.extension.training import get_sgd_optimizer
 
         out = self.module.forward_backward("forward", _tensors(inputs))
-        if self.optimizer is None:  # parameters exist only after the first forward_backward
-            self.optimizer = get_sgd_optimizer(self.module.named_parameters(), self.entry.optimizer.lr,
-                                               0.0, 0.0, 0.0, False)
-            if self._pending is not None:  # weights set before the first step: apply them, then step again
-                self._copy_in(self._pending)
-                out = self.module.forward_backward("forward", _tensors(inputs))
+        self.optimizer = get_sgd_optimizer(self.module.named_parameters(), self.entry.optimizer.lr,
+                                           0.0, 0.0, 0.0, False)
+        self._layout = tuple(int(self.module.model.run_method(f"__et_training_{part}_index_forward", ())[0])
+                             for part in ("gradients", "parameters"))
+        if self._pending is not None:  # weights set before the first step: apply them, then step again
+            self._copy_in(self._pending)
+            out = self.module.forward_backward("forward", _tensors(inputs))
         self.optimizer.step(self.module.named_gradients())
         return float(out[0])
 
@@ -79,16 +89,6 @@ class ExecuTorchSession:
         params = self.module.named_parameters()
         for torch_name, name in self.entry.weights.items():
             params[name].copy_(torch.from_numpy(np.ascontiguousarray(weights[torch_name], dtype=np.float32)))
-
-
-def load_kernel_library(name: str) -> None:
-    """Register a dcx ExecuTorch kernel library named in a manifest's ``requires`` (once per process)."""
-    from dcx.kernels import load_executorch_kernels
-
-    if name != "dcx_spl_executorch":
-        raise DcxError(f"the artifact needs the kernel library {name!r}, which this dcx does not provide: "
-                       "upgrade dcx or re-export without it")
-    load_executorch_kernels()
 
 
 class ExecuTorchRuntime:
@@ -118,8 +118,10 @@ class ExecuTorchRuntime:
         return rows
 
     def load(self, path: Path, entry: ManifestEntry) -> ExecuTorchSession:
+        from dcx.kernels import load_executorch_library
+
         for library in entry.requires.kernel_libraries:
-            load_kernel_library(library)
+            load_executorch_library(library)  # once per process: registering twice aborts
         return ExecuTorchSession(Path(path).read_bytes(), entry)
 
 

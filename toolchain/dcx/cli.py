@@ -57,27 +57,31 @@ def _set_option(f):
 @click.option("--config", "show_config", is_flag=True, help="also print each recipe's config fields and defaults")
 def recipes(seed: int, as_json: bool, show_config: bool) -> None:
     """The recipes and their device programs, with parameter counts and FLOPs."""
-    from dcx.recipes import config_as_json, resolve_recipes
+    from dcx.recipes import config_as_json, get_recipe, recipe_names
 
     described = []
-    for recipe in resolve_recipes("all"):
+    for recipe in map(get_recipe, recipe_names()):
         programs = [{"program": p.name, "kind": p.kind, "parameters": p.parameter_count(), "flops": p.flops(),
-                     "summary": p.summary} for p in recipe.device_programs(seed)]
+                     "activation_bytes": p.activation_bytes(), **p.metrics, "summary": p.summary}
+                    for p in recipe.device_programs(seed)]
         described.append({"recipe": recipe.name, "summary": recipe.summary, "config": config_as_json(recipe.cfg),
                           "programs": programs})
     if as_json:
         click.echo(json.dumps(described, indent=2))
         return
-    click.echo(f"{'program':<28}{'kind':<7}{'trainable':>10}{'frozen':>10}{'fwd FLOPs':>14}{'bwd FLOPs':>14}  summary")
+    click.echo(f"{'program':<28}{'kind':<7}{'trainable':>10}{'frozen':>10}{'fwd FLOPs':>15}{'bwd FLOPs':>15}"
+               f"{'act. MB':>9}  summary")
     for r in described:
         click.echo(f"[{r['recipe']}] {r['summary']}")
         if show_config:
             click.echo("  config: " + ", ".join(f"{k}={v}" for k, v in r["config"].items()))
         for p in r["programs"]:
-            n, f = p["parameters"], p["flops"]
+            n, f, a = p["parameters"], p["flops"], p["activation_bytes"]
             bwd = f"{f['backward']:,}" if "backward" in f else "-"
+            act = max(a.values()) / 2**20
+            extra = f" (ICIIA adds {p['iciia_overhead_flops_pct']:.2f} % FLOPs)" if "iciia_overhead_flops_pct" in p else ""
             click.echo(f"  {p['program']:<26}{p['kind']:<7}{n['trainable']:>10,}{n['frozen']:>10,}"
-                       f"{f['forward']:>14,}{bwd:>14}  {p['summary']}")
+                       f"{f['forward']:>15,}{bwd:>15}{act:>9.2f}  {p['summary']}{extra}")
 
 
 @cli.command()
@@ -112,7 +116,10 @@ def train(recipe_name: str, out: str, quick: bool, seed: int, settings: tuple[st
 @click.option("--seed", default=0, show_default=True)
 @_set_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the metrics as JSON")
-def evaluate(recipe_name: str, seed: int, settings: tuple[str, ...], json_path: str | None) -> None:
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
+              help="also write the metrics as a Markdown table (for the README)")
+def evaluate(recipe_name: str, seed: int, settings: tuple[str, ...], json_path: str | None,
+             markdown_path: str | None) -> None:
     """Run the methods end to end on their real data (built-in CI-sized defaults) and print their metrics."""
     import torch
 
@@ -128,25 +135,36 @@ def evaluate(recipe_name: str, seed: int, settings: tuple[str, ...], json_path: 
         results[recipe.name] = recipe.evaluate(seed)
         for k, v in results[recipe.name].items():
             click.echo(f"  {recipe.name}.{k:<32} {v:.4f}")
-    if json_path:
+    _write_json(json_path, results)
+    if markdown_path:
         from dcx.fileio import os_errors, write_atomic
 
-        with os_errors(json_path, "--json"):
-            write_atomic(Path(json_path), json.dumps(results, indent=2))
+        command = " ".join(["dcx evaluate", f"--recipe {recipe_name}", *(f"--set {x}" for x in settings),
+                            f"--seed {seed}"])
+        lines = [f"Written by `{command} --markdown {markdown_path}`.", "", "| metric | value |", "| --- | --- |"]
+        lines += [f"| {name}.{k} | {v:.4f} |" for name, metrics in results.items() for k, v in metrics.items()]
+        with os_errors(markdown_path, "--markdown"):
+            write_atomic(Path(markdown_path), "\n".join(lines) + "\n")
 
 
 @cli.command("export")
-@click.option("--recipe", "recipe_name", help="dcccl, iciia, coda or all (initialised from --seed)")
+@click.option("--recipe", "recipe_name", help="a recipe (`dcx recipes` lists them) or all (dcccl, iciia, coda), "
+              "initialised from --seed")
 @click.option("--checkpoint", type=click.Path(), help="a checkpoint folder from `dcx train`: export its trained programs")
 @click.option("--format", "fmt", default="all", show_default=True, help="executorch, tflite, coreml, onnx or all")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="output folder")
 @click.option("--force", is_flag=True, help="replace what an earlier dcx export wrote in --out")
 @click.option("--fused-kernels", is_flag=True, help="ICIIA projections as the fused dcx:: op (ExecuTorch)")
+@click.option("--fast-training/--no-fast-training", default=True, show_default=True,
+              help="ExecuTorch training programs on the dcx training kernels (else ExecuTorch's portable kernels)")
 @click.option("--seed", default=0, show_default=True, help="initialisation seed (without --checkpoint)")
 @click.option("--user", type=int, help="CoDA: the MovieLens user whose personal programs to build")
+@click.option("--reference-steps", default=20, show_default=True,
+              help="real-data SGD steps in each training program's reference (what verify trains)")
 @_set_option
 def export_cmd(recipe_name: str | None, checkpoint: str | None, fmt: str, out: str, force: bool, fused_kernels: bool,
-               seed: int, user: int | None, settings: tuple[str, ...]) -> None:
+               fast_training: bool, seed: int, user: int | None, reference_steps: int,
+               settings: tuple[str, ...]) -> None:
     """Export a recipe's device programs (trained from --checkpoint, or initialised) to artifacts + references."""
     from dcx.export import ExportOptions
     from dcx.export.pipeline import export_recipe
@@ -160,7 +178,8 @@ def export_cmd(recipe_name: str | None, checkpoint: str | None, fmt: str, out: s
         overrides = parse_overrides(name, settings)
     summary = export_recipe(recipe_name, fmt, Path(out), checkpoint=Path(checkpoint) if checkpoint else None,
                             seed=seed, overrides=overrides, user=user, force=force,
-                            options=ExportOptions(fused_kernels=fused_kernels),
+                            options=ExportOptions(fused_kernels=fused_kernels, fast_training=fast_training),
+                            reference_steps=reference_steps,
                             progress=lambda s: click.echo(s, err=True))
     click.echo(f"exported {len(summary.written)} artifacts to {out} "
                + " ".join(f"[{f}: {t:.1f}s]" for f, t in summary.seconds_per_format.items()))
@@ -251,7 +270,7 @@ def profile_cmd(out: str, target_spec: str, programs: str | None, iterations: in
 class LazyGroup(click.Group):
     """Subcommands defined next to what they measure, imported only when invoked (keeps `dcx --help` fast)."""
 
-    lazy = {"kernels": "dcx.kernels.bench:bench_kernels"}
+    lazy = {"kernels": "dcx.kernels.bench:bench_kernels", "training": "dcx.kernels.bench_training:bench_training"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -276,18 +295,66 @@ def bench() -> None:
               help="write the table as Markdown (e.g. benchmarks/runtimes.md)")
 def bench_runtimes_cmd(recipe_name: str, rounds: int, json_path: str | None, markdown_path: str | None) -> None:
     """One training step per training program in ExecuTorch, LiteRT and PyTorch eager; export time per format."""
-    from dcx.bench import bench_runtimes, format_rows
+    from dcx.bench.runtimes import bench_runtimes, format_rows
 
     rows = bench_runtimes(recipe_name, rounds, progress=lambda s: click.echo(s, err=True))
     table = format_rows(rows)
     click.echo(table)
-    if json_path:
-        Path(json_path).write_text(json.dumps(rows, indent=2))
+    _write_json(json_path, rows)
     if markdown_path:
-        Path(markdown_path).write_text(
+        from dcx.fileio import write_atomic
+
+        write_atomic(Path(markdown_path), 
             "# On-device training step per runtime\n\nWritten by `dcx bench runtimes --markdown "
             f"{markdown_path}` (single-threaded, {rounds} interleaved rounds, medians; ratios to PyTorch eager "
             "measured in the same run).\n\n```\n" + table + "\n```\n")
+
+
+def _write_json(path: str | None, data: object, flag: str = "--json") -> None:
+    if path:
+        from dcx.fileio import os_errors, write_atomic
+
+        with os_errors(path, flag):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(Path(path), json.dumps(data, indent=2))
+
+
+@bench.command("native")
+@click.argument("out", type=click.Path())
+@click.option("--rounds", default=7, show_default=True, help="alternating rounds per artifact")
+@click.option("--iterations", default=200, show_default=True, help="timed inferences per round")
+@click.option("--qemu-instructions", is_flag=True, help="also count guest instructions per inference under qemu")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the rows as JSON")
+def bench_native_cmd(out: str, rounds: int, iterations: int, qemu_instructions: bool, json_path: str | None) -> None:
+    """The native runner against ExecuTorch's Python pybindings, per inference artifact of an export folder."""
+    from dcx.bench.native import bench_native
+    from dcx.targets import get_target
+
+    rows = bench_native(Path(out), rounds, iterations, instructions_target=get_target("qemu") if qemu_instructions
+                        else None, progress=click.echo)
+    _write_json(json_path, rows)
+    slower = [r for r in rows if r["ratio"] > 1.0]
+    click.echo(f"{len(rows)} programs: runner / pybindings p50 ratio "
+               f"{min(r['ratio'] for r in rows):.2f} .. {max(r['ratio'] for r in rows):.2f}"
+               + (f"; slower than the pybindings: {', '.join(r['program'] for r in slower)}" if slower else ""))
+
+
+@bench.command("device")
+@click.option("--target", "target_spec", default="qemu", show_default=True, help="qemu, host or adb[:SERIAL]")
+@click.option("--json", "json_path", default="out/bench/device.json", show_default=True,
+              type=click.Path(dir_okay=False), help="where the rows go")
+def bench_device_cmd(target_spec: str, json_path: str) -> None:
+    """One inference and one training program per recipe on a target, checked against the host and the reference."""
+    from dcx.bench.device import bench_device
+    from dcx.targets import get_target
+
+    rows = bench_device(get_target(target_spec), progress=lambda s: click.echo(s, err=True))
+    _write_json(json_path, rows)
+    bad = [r["program"] for r in rows if not r["ok"]]
+    click.echo(f"{len(rows)} programs on {target_spec}: {len(rows) - len(bad)} match the host and the reference"
+               + (f"; MISMATCH: {', '.join(bad)}" if bad else "") + f" (rows in {json_path})")
+    if bad:
+        raise SystemExit(1)
 
 
 @cli.command()

@@ -26,7 +26,7 @@ from dcx.manifest import ManifestEntry, read_manifest
 from dcx.reference import ProgramReference
 from dcx.targets import Target
 from dcx.targets.host import HostTarget
-from dcx.targets.runner import kernel_libraries, run_artifact
+from dcx.targets.runner import instructions_per_unit, kernel_libraries, run_artifact
 
 
 class _PybindingsTimer:
@@ -52,18 +52,6 @@ class _PybindingsTimer:
             samples.append((time.perf_counter_ns() - start) / 1e6)
         p50 = float(np.percentile(samples, 50))  # linear between ranks, as the runner computes it
         return p50, [t.numpy() for t in out]
-
-
-def instructions_per_inference(target: Target, model: Path, reference: Path, kernel_libs: list[Path], work: Path,
-                               iterations: tuple[int, int] = (1, 11)) -> float:
-    """Guest instructions of one inference on an instruction-counting target: the difference of two runs."""
-    counts = []
-    for n in iterations:
-        run = run_artifact(target, model, reference, work, kernel_libs=kernel_libs, iterations=n, warmup=0)
-        if run.instructions is None:
-            raise DcxError(f"{target.name} counts no instructions")
-        counts.append(run.instructions)
-    return (counts[1] - counts[0]) / (iterations[1] - iterations[0])
 
 
 def _bench_artifact(artifacts: Path, entry: ManifestEntry, work: Path, rounds: int, iterations: int, warmup: int) -> dict:
@@ -114,9 +102,9 @@ def bench_native(artifacts: Path, rounds: int = 7, iterations: int = 200, warmup
             row = _bench_artifact(artifacts, entry, Path(tmp), rounds, iterations, warmup)
             if instructions_target is not None:
                 row["instructions_target"] = instructions_target.name
-                row["instructions_per_inference"] = instructions_per_inference(
+                row["instructions_per_inference"] = instructions_per_unit(
                     instructions_target, artifacts / entry.file, artifacts / entry.reference.file,
-                    kernel_libraries(instructions_target, entry), Path(tmp))
+                    kernel_libraries(instructions_target, entry), Path(tmp), training=False)
             progress(f"{entry.file:<34} runner {row['runner_p50_ms']:.4f} ms  pybindings "
                      f"{row['pybindings_p50_ms']:.4f} ms  ratio {row['ratio']:.2f} "
                      f"(best rounds {row['ratio_best']:.2f})")

@@ -1,5 +1,8 @@
 """``dcx bench runtimes``: one on-device training step per runtime, side by side in one run.
 
+Runtimes: PyTorch eager (the reference), the stock ExecuTorch program (portable kernels), the same program
+exported with the fast-training pass (``executorch-fast``: the dcx training kernels), and LiteRT.
+
 Single-threaded (2-core machines jitter badly otherwise); the runtimes are
 interleaved round by round so drift hits them alike; results are medians and
 ratios to PyTorch eager measured in the same run. Export time per format is
@@ -20,6 +23,7 @@ import torch
 
 from dcx.backends import FORMATS
 from dcx.errors import DcxError
+from dcx.export import ExportOptions
 from dcx.export.pipeline import export_recipe
 from dcx.manifest import read_manifest
 from dcx.programs import DeviceProgram
@@ -49,23 +53,26 @@ def bench_runtimes(recipe: str = "all", rounds: int = 15, warmup: int = 3,
     torch.set_num_threads(1)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "artifacts"
+        out, fast_out = Path(tmp) / "artifacts", Path(tmp) / "fast"
         export_seconds = {}
-        for fmt in FORMATS:  # export time of every format; the training runtimes then run theirs
-            summary = export_recipe(recipe, fmt, out, force=True, progress=progress)
+        stock = ExportOptions(fast_training=False)
+        for label, fmt, folder, options in [*((f, f, out, stock) for f in FORMATS),
+                                            ("executorch-fast", "executorch", fast_out, ExportOptions())]:
+            summary = export_recipe(recipe, fmt, folder, force=True, options=options, progress=progress)
             if summary.failed:
-                raise DcxError(f"bench: exporting {fmt} failed: {summary.failed[0].error}")
-            export_seconds[fmt] = summary.seconds_per_format.get(fmt, 0.0)
-        manifest = read_manifest(out)
-        train_entries = [e for e in manifest.artifacts if e.kind == "train" and e.format in TRAINING_RUNTIMES]
-        for name in sorted({e.program for e in train_entries}):
+                raise DcxError(f"bench: exporting {label} failed: {summary.failed[0].error}")
+            export_seconds[label] = summary.seconds_per_format.get(fmt, 0.0)
+        runs = [(e.format, out, e) for e in read_manifest(out).artifacts] + \
+               [("executorch-fast", fast_out, e) for e in read_manifest(fast_out).artifacts]
+        train_runs = [r for r in runs if r[2].kind == "train" and r[2].format in TRAINING_RUNTIMES]
+        for name in sorted({e.program for _, _, e in train_runs}):
             program = get_program(name)
             batch = program.example_batches(1)[0]
             np_batch = [t.numpy() for t in batch]
             steps: dict[str, Callable[[], float]] = {"eager": partial(eager_step(program), *batch)}
-            for e in (e for e in train_entries if e.program == name):
-                session = get_runtime(e.format).load(out / e.file, e)
-                steps[e.format] = partial(session.train_step, *np_batch)
+            for label, folder, e in (r for r in train_runs if r[2].program == name):
+                session = get_runtime(e.format).load(folder / e.file, e)
+                steps[label] = partial(session.train_step, *np_batch)
             times: dict[str, list[float]] = {k: [] for k in steps}
             for r in range(warmup + rounds):
                 for k, step in steps.items():
@@ -86,11 +93,32 @@ def bench_runtimes(recipe: str = "all", rounds: int = 15, warmup: int = 3,
     return rows
 
 
+def fast_training_targets(rows: list[dict]) -> list[dict]:
+    """Per training program, executorch-fast against the others measured in the same run, and the targets:
+    at least 2x eager, faster than LiteRT, at least 20x stock ExecuTorch wherever stock is slower than eager."""
+    steps = {(r["program"], r["runtime"]): r["median_step_s"] for r in rows if r["measure"] == "train_step"}
+    out = []
+    for program in sorted({p for p, k in steps if k == "executorch-fast"}):
+        fast = steps[program, "executorch-fast"]
+        eager, stock, litert = (steps.get((program, k)) for k in ("eager", "executorch", "tflite"))
+        row = {"program": program, "x_vs_eager": eager / fast, "x_vs_litert": litert / fast if litert else None,
+               "x_vs_stock": stock / fast if stock else None, "stock_slower_than_eager": bool(stock and stock > eager)}
+        row["meets_targets"] = (row["x_vs_eager"] >= 2 and (row["x_vs_litert"] is None or row["x_vs_litert"] > 1)
+                                and (not row["stock_slower_than_eager"] or row["x_vs_stock"] >= 20))
+        out.append(row)
+    return out
+
+
 def format_rows(rows: list[dict]) -> str:
-    lines = [f"{'program':<26}{'runtime':<12}{'median step':>14}{'x eager':>10}"]
+    lines = [f"{'program':<26}{'runtime':<17}{'median step':>14}{'x eager':>10}"]
     for r in rows:
         if r["measure"] == "train_step":
-            lines.append(f"{r['program']:<26}{r['runtime']:<12}{r['median_step_s'] * 1e3:>11.3f} ms{r['ratio_to_eager']:>10.2f}")
+            lines.append(f"{r['program']:<26}{r['runtime']:<17}{r['median_step_s'] * 1e3:>11.3f} ms"
+                         f"{r['ratio_to_eager']:>10.2f}")
         else:
-            lines.append(f"{'export ' + r['runtime']:<38}{r['export_s']:>9.2f} s  ({r['program']})")
+            lines.append(f"{'export ' + r['runtime']:<43}{r['export_s']:>9.2f} s  ({r['program']})")
+    for t in fast_training_targets(rows):
+        litert = f"{t['x_vs_litert']:.2f}x LiteRT" if t["x_vs_litert"] else "no LiteRT row"
+        lines.append(f"executorch-fast {t['program']}: {t['x_vs_eager']:.2f}x faster than eager, {litert}, "
+                     f"{t['x_vs_stock']:.1f}x stock ExecuTorch -> targets {'met' if t['meets_targets'] else 'NOT met'}")
     return "\n".join(lines)

@@ -20,7 +20,8 @@ from dcx.reference import ProgramReference
 
 @dataclass
 class ExportOptions:
-    fused_kernels: bool = False  # ICIIA's PartitionedLinear as the custom dcx:: op (ExecuTorch only)
+    fused_kernels: bool = False  # ICIIA's PartitionedLinear as the custom dcx:: op (ExecuTorch inference)
+    fast_training: bool = True  # ExecuTorch training graphs on the dcx training kernels (passes/fast_training.py)
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 - training programs: ``capture_program`` -> ``joint_graph`` (frozen parameters
   stay constants, trainable ones are returned with their gradients) ->
-  ``to_edge``; SGD runs on the device (ExecuTorch's training extension, or the
-  native runner's in-place update). Portable kernels.
+  ``fast_training`` (onto the dcx training kernels; ``--no-fast-training``
+  keeps ExecuTorch's portable kernels) -> ``to_edge``; SGD runs on the device,
+  in place on the parameters the program returns.
 - inference programs: ``capture_program`` -> ``lower_to_xnnpack`` (or plain
   ``to_edge`` with ``--fused-kernels``: ``fuse_partitioned_linear`` first).
 Serialization: ``to_executorch().buffer``.
@@ -18,6 +19,7 @@ from pathlib import Path
 from dcx.errors import UnsupportedOp
 from dcx.export import ArtifactInfo, ExportOptions
 from dcx.export.passes import FunctionPass, PassContext, run_passes
+from dcx.export.passes.fast_training import FastTraining
 from dcx.export.passes.fuse_partitioned_linear import FusePartitionedLinear
 from dcx.export.passes.graph_capture import CaptureProgram, JointGraph
 from dcx.manifest import Signature
@@ -55,9 +57,11 @@ class ExecuTorchExporter:
         return {"executorch": importlib.metadata.version("executorch"), "torch": importlib.metadata.version("torch")}
 
     def passes(self, program: DeviceProgram, options: ExportOptions) -> list:
-        fuse = [FusePartitionedLinear()] if options.fused_kernels else []
-        if program.kind == "train":
-            return [*fuse, CaptureProgram(), JointGraph(), FunctionPass("to_edge", _to_edge)]
+        training = program.kind == "train"
+        fuse = [FusePartitionedLinear()] if options.fused_kernels or (training and options.fast_training) else []
+        if training:
+            fast = [FastTraining()] if options.fast_training else []
+            return [*fuse, CaptureProgram(), JointGraph(), *fast, FunctionPass("to_edge", _to_edge)]
         lower = FunctionPass("to_edge", _to_edge) if options.fused_kernels else \
             FunctionPass("lower_to_xnnpack", _lower_to_xnnpack)
         return [*fuse, CaptureProgram(), lower]
@@ -74,7 +78,11 @@ class ExecuTorchExporter:
                 raise UnsupportedOp(op, self.format, program.name) from e
             raise
         Path(path).write_bytes(buffer)
-        notes = {"kernels": "portable" if program.kind == "train" or options.fused_kernels else "XNNPACK delegate"}
+        if program.kind == "train":
+            notes = {"kernels": "dcx training kernels where the fast_training pass rewrote the graph, portable "
+                                "elsewhere" if options.fast_training else "portable"}
+        else:
+            notes = {"kernels": "portable + dcx fused op" if options.fused_kernels else "XNNPACK delegate"}
         return ArtifactInfo(signatures=_signatures(program), weights={n: n for n in program.trainable},
                             requires=ctx.requires, passes=ctx.records, notes=notes)
 

@@ -88,6 +88,20 @@ def run_artifact(target: Target, model: Path, reference: Path | None, local_dir:
                      res.pulled.get(ETDUMP))
 
 
+def instructions_per_unit(target: Target, model: Path, reference: Path, kernel_libs: Sequence[Path], work: Path,
+                          training: bool, counts: tuple[int, int] = (1, 6)) -> float:
+    """Guest instructions of one inference (or one training step) on an instruction-counting target: the
+    difference of two runs that differ only in how many they do, so loading and start-up cancel out."""
+    totals = []
+    for n in counts:
+        run = run_artifact(target, model, reference, work, kernel_libs=kernel_libs,
+                           **({"train_steps": n} if training else {"iterations": n, "warmup": 0}))
+        if run.instructions is None:
+            raise DcxError(f"{target.name} counts no instructions: use --target qemu")
+        totals.append(run.instructions)
+    return (totals[1] - totals[0]) / (counts[1] - counts[0])
+
+
 _WRAPPERS = {"OPERATOR_CALL", "DELEGATE_CALL", "Method::execute"}
 _NODE_NUMBER = re.compile(r" #\d+$")
 

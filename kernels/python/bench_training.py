@@ -1,0 +1,445 @@
+"""Benchmark of the dcx training kernels: what the fast-training pass buys each training program.
+
+Single-threaded, side by side in one run (rounds rotate through the candidates, so drift and other
+processes hit them alike), medians and ratios:
+
+- ``train_step``: one on-device SGD step of each training program in PyTorch eager, stock ExecuTorch
+  (portable kernels), LiteRT and ExecuTorch after the fast-training pass (``executorch-fast``), with
+  the same ``train_step`` code as ``dcx bench runtimes``; for ``executorch-fast``, which kernels
+  ran (ETDump of the program), their share of the step, GFLOP/s and fraction of the single-core
+  peak (a GEMM measured in the same run).
+- ``kernel``: every dcx op at the shapes the programs call it with, against PyTorch eager doing the
+  same computation (``dcx.kernels.training_reference``).
+- ``qemu_instructions``: guest instructions per step under qemu-aarch64 (the native runner and the
+  NEON kernel build), fast and stock, from runs of 1 and 1 + k steps.
+- ``xnnpack``: the frozen convolutional part of a training program (constant weights: the one part
+  of a training graph XNNPACK can take) lowered to XNNPACK against the same forward on dcx kernels.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import json
+import statistics
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import click
+import torch
+from torch import fx, nn
+
+from dcx.errors import DcxError
+from dcx.kernels.bench import _cpu_name, measure_gemm_peak, time_side_by_side
+
+PROGRAMS = ("coda.classifier.train", "coda.recommender.train", "dcccl.train")
+TARGETS = "at least 2x faster than eager, faster than LiteRT, and 20x faster than stock ExecuTorch where stock is slower than eager"
+
+
+# ---------------------------------------------------------------------------------------------- programs
+
+def fast_program(program) -> tuple[bytes, dict, object]:
+    """The ``.pte`` of a training program after the fast-training pass, the pass report and the rewritten graph."""
+    from executorch.exir import to_edge
+
+    from dcx.export.passes.fast_training import FastTraining
+    from dcx.export.passes.graph_capture import capture_joint
+
+    ep, report = FastTraining().rewrite(capture_joint(program))
+    return to_edge(copy.deepcopy(ep)).to_executorch().buffer, report, ep
+
+
+def stock_program(program) -> bytes:
+    from executorch.exir import to_edge
+
+    from dcx.export.passes.graph_capture import capture_joint
+
+    return to_edge(capture_joint(program)).to_executorch().buffer
+
+
+def _conv_out(shape_x, shape_w, node_args) -> int:
+    stride, padding, dilation = node_args[4], node_args[5], node_args[6]
+    hw = [(shape_x[2 + i] + 2 * padding[i] - dilation[i] * (shape_w[2 + i] - 1) - 1) // stride[i] + 1 for i in range(2)]
+    return shape_x[0] * shape_w[0] * hw[0] * hw[1]
+
+
+def node_flops(node: fx.Node) -> int:
+    """Useful FLOPs (2 per multiply-add) of one dcx product node: linear and convolution, forward and backward."""
+    name = node.target.__name__.split(".")[0]
+    shape = lambda a: tuple(a.meta["val"].shape)  # noqa: E731
+    if name in ("linear", "linear_backward"):
+        x, w = (node.args[0], node.args[1]) if name == "linear" else (node.args[1], node.args[2])
+        macs = shape(x)[0] * shape(x)[1] * shape(w)[0]
+        return 2 * macs * (1 if name == "linear" else 1 + bool(node.args[4]))
+    if name in ("conv2d", "conv2d_backward"):
+        x, w = (node.args[0], node.args[1]) if name == "conv2d" else (node.args[1], node.args[2])
+        args = node.args if name == "conv2d_backward" else (None, *node.args)
+        macs = _conv_out(shape(x), shape(w), args) * shape(w)[1] * shape(w)[2] * shape(w)[3]
+        return 2 * macs * (1 if name == "conv2d" else 1 + bool(node.args[8]))
+    return 0
+
+
+def flops_by_op(ep) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for n in ep.graph.nodes:
+        if n.op == "call_function" and str(n.target).startswith("dcx."):
+            op = f"dcx::{n.target.__name__.split('.')[0]}.out"
+            out[op] = out.get(op, 0) + node_flops(n)
+    return out
+
+
+def profile_kernels(pte: bytes, batch) -> list[dict]:
+    """Operators of one run of the joint graph, from an ETDump (``dcx.targets.runner.top_operators``)."""
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
+
+    from dcx.targets.runner import top_operators
+
+    module = _load_for_executorch_from_buffer(pte, enable_etdump=True, debug_buffer_size=0)
+    for _ in range(20):
+        module.forward(tuple(batch))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "run.etdp"
+        module.write_etdump_result_to_file(str(path))
+        return top_operators(path, limit=50)
+
+
+# ---------------------------------------------------------------------------------------------- sessions
+
+def _sessions(name: str, out: Path, include_litert: bool, progress: Callable[[str], None]):
+    """(program, fast pte, pass report, rewritten graph, {runtime: train_step callable})."""
+    from dcx.bench.runtimes import eager_step
+    from dcx.export.pipeline import export_recipe
+    from dcx.kernels.training import load_executorch_kernels
+    from dcx.manifest import Requirements, read_manifest
+    from dcx.recipes import get_program
+    from dcx.runtimes import get_runtime
+    from dcx.runtimes.executorch import ExecuTorchSession
+
+    program = get_program(name)
+    batch = program.example_batches(1)[0]
+    np_batch = [t.numpy() for t in batch]
+    steps: dict[str, Callable[[], float]] = {"eager": partial(eager_step(program), *batch)}
+    entries = {}
+    for fmt in ("executorch", "tflite") if include_litert else ("executorch",):
+        summary = export_recipe(program.recipe, fmt, out / fmt, force=True, progress=progress)
+        if summary.failed:
+            raise DcxError(f"bench: exporting {fmt} failed: {summary.failed[0].error}")
+        entry = next(e for e in read_manifest(out / fmt).artifacts if e.program == name)
+        entries[fmt] = entry
+        steps[fmt] = partial(get_runtime(fmt).load(out / fmt / entry.file, entry).train_step, *np_batch)
+    pte, report, ep = fast_program(program)
+    load_executorch_kernels()
+    fast_entry = dataclasses.replace(entries["executorch"], file=f"{name}.fast.pte",
+                                     requires=Requirements(sorted(f"{op}.out" for op in report["ops"]),
+                                                           ["dcx_train_executorch"]))
+    steps["executorch-fast"] = partial(ExecuTorchSession(pte, fast_entry).train_step, *np_batch)
+    return program, batch, pte, report, ep, steps
+
+
+def qemu_instructions_per_step(program, pte: bytes, kernel_libs: list[Path], extra_steps: int) -> int:
+    """Guest instructions of one training step on qemu-aarch64: runs of 1 and 1 + extra_steps steps, differenced."""
+    from dcx.reference import build_reference
+    from dcx.targets.runner import run_artifact
+
+    from dcx.android.qemu import QemuTarget
+
+    target = QemuTarget()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        build_reference(program, steps=1 + extra_steps).save(tmp / "ref.safetensors")
+        (tmp / "m.pte").write_bytes(pte)
+        counts = [run_artifact(target, tmp / "m.pte", tmp / "ref.safetensors", tmp / f"run{k}", kernel_libs=kernel_libs,
+                               train_steps=k).instructions for k in (1, 1 + extra_steps)]
+    if not all(counts):
+        raise DcxError("qemu counted no instructions: build the plugin with `bash runtimes/native/build.sh`")
+    return (counts[1] - counts[0]) // extra_steps
+
+
+# ---------------------------------------------------------------------------------------------- kernel rows
+
+def _random_args(node: fx.Node, g: torch.Generator) -> tuple:
+    def value(a):
+        if not isinstance(a, fx.Node):
+            return a
+        v = a.meta["val"]
+        if v.dtype == torch.int64:  # class targets
+            return torch.randint(0, 2, tuple(v.shape), generator=g)
+        return torch.randn(tuple(v.shape), generator=g)
+    return tuple(value(a) for a in node.args)
+
+
+KERNEL_OPS = ("linear", "linear_backward", "conv2d", "conv2d_backward", "cross_entropy_loss", "bce_with_logits_loss")
+
+
+def kernel_rows(ep, program_name: str, rounds: int) -> list[dict]:
+    """Each distinct dcx product/loss call of a program, dcx op against PyTorch eager doing the same."""
+    from dcx.kernels.training_reference import REFERENCES
+
+    rows, seen = [], set()
+    g = torch.Generator().manual_seed(0)
+    for node in ep.graph.nodes:
+        if node.op != "call_function" or not str(node.target).startswith("dcx."):
+            continue
+        name = node.target.__name__.split(".")[0]
+        args = _random_args(node, g)
+        key = (name, repr([tuple(a.shape) if isinstance(a, torch.Tensor) else a for a in args]))
+        if name not in KERNEL_OPS or key in seen:
+            continue
+        seen.add(key)
+        op = getattr(torch.ops.dcx, name).default
+        fns = {"dcx": partial(op, *args), "pytorch": partial(REFERENCES[name], *args)}
+        samples = time_side_by_side(fns, rounds=rounds, target_s=0.002)
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        flops = node_flops(node)
+        rows.append({"measure": "kernel", "program": program_name, "op": f"dcx::{name}", "shape": key[1],
+                     "dcx_s": med["dcx"], "pytorch_s": med["pytorch"], "speedup": med["pytorch"] / med["dcx"],
+                     "gflops": flops / med["dcx"] / 1e9 if flops else None, "peak_fraction": None})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- XNNPACK
+
+def frozen_conv_parts(program) -> list[tuple[str, nn.Module]]:
+    """Children of the program's module with only frozen parameters and a convolution: constant weights."""
+    parts = []
+    for name, child in program.module.named_children():
+        params = list(child.parameters())
+        if params and not any(p.requires_grad for p in params) and any(isinstance(m, nn.Conv2d) for m in child.modules()):
+            parts.append((name, child))
+    return parts
+
+
+def xnnpack_rows(program, rounds: int) -> list[dict]:
+    """The frozen convolutional parts taking the program's first input: XNNPACK against dcx kernels."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge, to_edge_transform_and_lower
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
+
+    from dcx.export.passes.fast_training import FastTraining
+    from dcx.kernels.training import load_executorch_kernels
+
+    load_executorch_kernels()
+    rows = []
+    x = program.example_batches(1)[0][0]
+    for name, part in frozen_conv_parts(program):
+        ep = torch.export.export(copy.deepcopy(part).eval(), (x,))
+        xnn = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+        dcx_ep, _ = FastTraining().rewrite(ep.run_decompositions())
+        dcx = to_edge(dcx_ep).to_executorch().buffer
+        modules = {"xnnpack": _load_for_executorch_from_buffer(xnn), "dcx": _load_for_executorch_from_buffer(dcx)}
+        want = part(x)
+        for m in modules.values():
+            if not torch.allclose(m.forward((x,))[0], want, rtol=1e-4, atol=1e-4):
+                raise DcxError(f"bench: the {name} forward disagrees with PyTorch")
+        samples = time_side_by_side({k: partial(m.forward, (x,)) for k, m in modules.items()}, rounds=rounds)
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        rows.append({"measure": "xnnpack", "program": program.name, "part": name, "xnnpack_s": med["xnnpack"],
+                     "dcx_s": med["dcx"], "xnnpack_faster": med["xnnpack"] < med["dcx"]})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+def run_training_bench(programs=PROGRAMS, rounds: int = 15, warmup: int = 3, count_instructions: bool = True,
+                       kernel_shapes: bool = True, include_litert: bool = True,
+                       progress: Callable[[str], None] = lambda s: None) -> list[dict]:
+    from dcx.kernels.training import is_built
+
+    if not is_built():
+        raise DcxError("the training kernel benchmark needs the dcx training kernels: run `bash kernels/build.sh` first")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows: list[dict] = []
+    try:
+        peak = measure_gemm_peak()  # measured again at the end: the best of the two is the peak
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in programs:
+                program, batch, pte, report, ep, steps = _sessions(name, Path(tmp) / name, include_litert, progress)
+                for fn in steps.values():  # warm-up: first steps allocate and pack
+                    for _ in range(warmup):
+                        fn()
+                samples = time_side_by_side(steps, rounds=rounds, target_s=0.004)
+                med = {k: statistics.median(v) for k, v in samples.items()}
+                ops = profile_kernels(pte, batch)
+                flops = flops_by_op(ep)
+                total = sum(o["ms_per_run"] for o in ops)
+                kernels = {o["operator"]: {"calls": o["calls_per_run"], "ms": o["ms_per_run"],
+                                           "share": o["ms_per_run"] / total if total else None,
+                                           "gflops": flops.get(o["operator"], 0) / (o["ms_per_run"] / 1e3) / 1e9
+                                           if flops.get(o["operator"]) else None, "peak_fraction": None}
+                           for o in ops}
+                for k, m in med.items():
+                    row = {"measure": "train_step", "program": name, "runtime": k, "median_step_s": m,
+                           "ratio_to_eager": m / med["eager"], "rounds": rounds}
+                    if k == "executorch-fast":
+                        row.update(kernels=kernels, pass_ops=report["ops"], left_alone=report["left_alone"],
+                                   stock_ops=report["stock_ops"])
+                    rows.append(row)
+                    progress(f"{name:<24} {k:<16} {m * 1e3:9.3f} ms/step  {m / med['eager']:6.2f}x eager")
+                if kernel_shapes:
+                    rows += kernel_rows(ep, name, rounds=max(3, rounds // 3))
+                    rows += xnnpack_rows(program, rounds=max(3, rounds // 3))
+                if count_instructions:
+                    rows.append(_instruction_row(program, pte))
+                    progress(f"{name:<24} qemu instructions/step: {rows[-1]}")
+        peak = max(peak, measure_gemm_peak(), key=lambda p: p["gflops"])
+    finally:
+        torch.set_num_threads(threads)
+    for r in rows:  # fractions of the best peak of the run
+        for k in [r, *r.get("kernels", {}).values()]:
+            if k.get("gflops"):
+                k["peak_fraction"] = k["gflops"] / peak["gflops"]
+    return [{"measure": "gemm_peak", **peak}, *rows]
+
+
+def _instruction_row(program, pte: bytes) -> dict:
+    from dcx.kernels import build_dir
+
+    extra = 2 if program.name.startswith("dcccl") else 8
+    lib = build_dir("aarch64") / "libdcx_train_executorch.so"
+    row = {"measure": "qemu_instructions", "program": program.name, "extra_steps": extra}
+    try:
+        row["fast"] = qemu_instructions_per_step(program, pte, [lib], extra)
+        row["stock"] = qemu_instructions_per_step(program, stock_program(program), [], extra)
+    except DcxError as e:
+        row["error"] = str(e)
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- Markdown
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.3f}"
+
+
+def _table(title: str, intro: list[str], columns: list[str], body: list[str]) -> list[str]:
+    """A Markdown section with one table; nothing when there are no rows."""
+    if not body:
+        return []
+    return [f"## {title}", "", *intro, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *(f"| {row} |" for row in body), ""]
+
+
+def _rate(r: dict) -> str:
+    """The GFLOP/s and % of peak cells of a row (dashes for ops that are not products)."""
+    if not r["gflops"]:
+        return "- | -"
+    return f"{r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}%"
+
+
+def render_markdown(rows: list[dict]) -> str:
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    steps: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        if r["measure"] == "train_step":
+            steps.setdefault(r["program"], {})[r["runtime"]] = r
+    peak = next((r for r in rows if r["measure"] == "gemm_peak"), None)
+    lines = ["# Training kernels: fast on-device training in ExecuTorch", "",
+             "Written by `dcx.kernels.bench_training` (`python -m dcx.kernels.bench_training`); do not edit by hand.",
+             f"Run {now} on {_cpu_name()}, torch {torch.__version__}, one thread. Times are medians of rounds in",
+             "which every runtime of a program runs side by side (the order rotates each round); the ratios come",
+             "from one run. `executorch` is the stock program (portable kernels); `executorch-fast` is the same",
+             "joint graph after the fast-training pass (`dcx.export.passes.fast_training`) on the dcx training",
+             "kernels (`kernels/csrc/tk_*`). Every runtime does the whole step: forward, backward, SGD update.", ""]
+    if peak:
+        lines += [f"Single-core peak: **{peak['gflops']:.1f} GFLOP/s** ({peak['source']}; the best GEMM rate measured at the",
+                  "start and at the end of the run).", ""]
+    lines += ["## One training step", "",
+              "| program | eager ms | stock ExecuTorch ms | LiteRT ms | executorch-fast ms | fast vs eager | fast vs LiteRT | fast vs stock | targets |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, s in steps.items():
+        fast, eager, stock, lite = s["executorch-fast"], s["eager"], s.get("executorch"), s.get("tflite")
+        checks = [eager["median_step_s"] / fast["median_step_s"] >= 2.0]
+        if lite:
+            checks.append(fast["median_step_s"] < lite["median_step_s"])
+        if stock and stock["median_step_s"] > eager["median_step_s"]:
+            checks.append(stock["median_step_s"] / fast["median_step_s"] >= 20.0)
+        cells = [name, _ms(eager["median_step_s"]), _ms(stock["median_step_s"]) if stock else "-",
+                 _ms(lite["median_step_s"]) if lite else "-", _ms(fast["median_step_s"]),
+                 f"{eager['median_step_s'] / fast['median_step_s']:.1f}x faster",
+                 f"{lite['median_step_s'] / fast['median_step_s']:.1f}x faster" if lite else "-",
+                 f"{stock['median_step_s'] / fast['median_step_s']:.1f}x faster" if stock else "-",
+                 "met" if all(checks) else "**not met**"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Targets ({TARGETS}).", ""]
+    counts = [r for r in rows if r["measure"] == "qemu_instructions"]
+    if counts:
+        lines += ["## Instructions per step under qemu-aarch64", "",
+                  "Guest instructions of one SGD step in the native runner (`runtimes/native`, aarch64 build: the",
+                  "wheel's portable/optimized kernels, the NEON build of the dcx kernels), from runs of 1 and 1 + k",
+                  "steps. Emulated time means nothing; instruction counts are repeatable.", "",
+                  "| program | stock ExecuTorch | executorch-fast | stock / fast |", "|---|---|---|---|"]
+        for r in counts:
+            if "error" in r:
+                lines.append(f"| {r['program']} | - | - | not counted: {r['error']} |")
+            else:
+                lines.append(f"| {r['program']} | {r['stock']:,} | {r['fast']:,} | {r['stock'] / r['fast']:.1f}x |")
+        lines.append("")
+    lines += ["## Which kernels ran", "",
+              "Per program, the operators of one step of the fast program (ETDump of the joint graph in the",
+              "ExecuTorch pybindings), with the share of operator time; for the products, useful GFLOP/s and the",
+              "fraction of the single-core peak.", ""]
+    for name, s in steps.items():
+        fast = s["executorch-fast"]
+        left = ", ".join(f"`{r['node']}` ({r['op']}: {r['reason']})" for r in fast["left_alone"]) or "none"
+        op_ms = sum(k["ms"] for k in fast["kernels"].values())
+        lines += [f"### {name}", "", f"Operators take {op_ms:.3f} ms of the {fast['median_step_s'] * 1e3:.3f} ms step; "
+                  "the rest is the runtime's call into the program, input conversion and the SGD update.",
+                  "", "Stock ops left beside the dcx kernels: "
+                  + ", ".join(f"{k} x{v}" for k, v in fast["stock_ops"].items()) + f". Left alone by the pass: {left}.", "",
+                  "| operator | calls | ms per step | share | GFLOP/s | % of peak |", "|---|---|---|---|---|---|"]
+        for op, k in sorted(fast["kernels"].items(), key=lambda kv: -kv[1]["ms"]):
+            share = f"{100 * k['share']:.0f}%" if k["share"] is not None else "-"
+            lines.append(f"| {op} | {k['calls']:.0f} | {k['ms']:.3f} | {share} | {_rate(k)} |")
+        lines.append("")
+    lines += _table("Kernels against PyTorch eager",
+                    ["Each dcx op at the shapes the programs call it with (PyTorch ops, one dispatch each) against",
+                     "PyTorch eager computing the same (`dcx.kernels.training_reference`)."],
+                    ["program", "op", "argument shapes", "dcx µs", "PyTorch µs", "speed-up", "GFLOP/s", "% of peak"],
+                    [f"{r['program']} | {r['op']} | `{r['shape']}` | {r['dcx_s'] * 1e6:.1f} | {r['pytorch_s'] * 1e6:.1f} | "
+                     f"{r['speedup']:.2f}x | {_rate(r)}" for r in rows if r["measure"] == "kernel"])
+    lines += _table("XNNPACK on the frozen part",
+                    ["XNNPACK needs constant weights, so in a training graph it can take only frozen layers. Their",
+                     "forward, lowered to XNNPACK and on the dcx kernels, as ExecuTorch programs side by side:"],
+                    ["program", "frozen part", "XNNPACK ms", "dcx ms", "used"],
+                    [f"{r['program']} | {r['part']} | {_ms(r['xnnpack_s'])} | {_ms(r['dcx_s'])} | "
+                     + ("XNNPACK would be faster" if r["xnnpack_faster"] else "dcx (XNNPACK is not faster)")
+                     for r in rows if r["measure"] == "xnnpack"])
+    lines += ["## Notes", "",
+              "- Where a fast program's operators take a small part of its step (the CoDA programs), the step is",
+              "  bounded by the host runtime: ExecuTorch's Python training extension runs four methods per",
+              "  `forward_backward` (two index look-ups, the program, the parameter names) and clones every",
+              "  gradient, for stock and fast programs alike. One call of the program with the SGD update applied",
+              "  in place to its parameter outputs (what the native runner does) removes most of it.",
+              "- Stock ExecuTorch cannot train every graph these kernels take: its portable kernels have no",
+              "  `avg_pool2d_backward` (nor `_adaptive_avg_pool2d_backward`), and their",
+              "  `max_pool2d_with_indices_backward` gives gradients that do not match PyTorch in training",
+              "  programs; `dcx::max_pool2d_backward` and `dcx::avg_pool2d_backward` train them like eager PyTorch",
+              "  (tests/test_training_kernels.py).", ""]
+    return "\n".join(lines)
+
+
+@click.command("training")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Also write the rows as JSON.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the Markdown (default: benchmarks/training_kernels.md of the repo).")
+@click.option("--rounds", type=int, default=15, show_default=True, help="Timed rounds per program.")
+@click.option("--no-instructions", is_flag=True, help="Skip the qemu-aarch64 instruction counts.")
+def bench_training(json_path: str | None, markdown_path: str | None, rounds: int, no_instructions: bool) -> None:
+    """One training step per runtime with and without the dcx training kernels (single thread)."""
+    from dcx.fileio import write_atomic
+    from dcx.kernels._library import REPO_ROOT
+
+    rows = run_training_bench(rounds=rounds, count_instructions=not no_instructions, progress=click.echo)
+    md = Path(markdown_path) if markdown_path else REPO_ROOT / "benchmarks" / "training_kernels.md"
+    write_atomic(md, render_markdown(rows))
+    if json_path:
+        write_atomic(Path(json_path), json.dumps(rows, indent=2) + "\n")
+    click.echo(f"wrote {md}" + (f" and {json_path}" if json_path else ""))
+
+
+if __name__ == "__main__":
+    bench_training()

@@ -1,0 +1,8 @@
+"""Benchmarks: candidates measured side by side in one run, single-threaded, reported as ratios.
+
+- ``runtimes``: one on-device training step per runtime (ExecuTorch, LiteRT, eager); export time per format.
+- ``native``: the native runner against ExecuTorch's Python pybindings, per inference artifact.
+- ``device``: the CI emulator benchmark: programs of every recipe profiled under qemu-aarch64, checked against
+  the host.
+The kernels' own benchmarks live beside them in ``dcx.kernels``.
+"""
