@@ -373,3 +373,52 @@ def test_benchmark_binary_must_be_aarch64(tmp_path):
     with pytest.raises(DcxError) as error:
         next(benchmark_tflite(None, script, [], num_runs=1, warmup_runs=1, local_dir=tmp_path))
     assert_one_line(error, f"--tflite-benchmark {script}", "arm64 Android build")
+
+
+# ---------------------------------------------------------------- dcx profile over adb, with the real runner bundle
+
+@pytest.fixture(scope="module")
+def dcccl_export(tmp_path_factory) -> Path:
+    """The real DC-CCL programs, exported to ExecuTorch (what the runner runs) and TFLite."""
+    from dcx.api import export_programs
+    from dcx.recipes import get_recipe
+
+    out = tmp_path_factory.mktemp("dcccl_export")
+    summary = export_programs(get_recipe("dcccl").device_programs(0), out, ["executorch", "tflite"])
+    assert not summary.failed, summary.failed
+    return out
+
+
+def dcx_profile(*args: str) -> subprocess.CompletedProcess:
+    import sys
+
+    return subprocess.run([sys.executable, "-c", "from dcx.cli import main; main()", "profile", *args],
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_dcx_profile_over_adb_end_to_end(phones, dcccl_export, tmp_path):
+    """The real aarch64 bundle pushed to an emulated phone and run through its shell, as on a real phone."""
+    phone = phones()
+    r = dcx_profile(str(dcccl_export), "--target", f"adb:{phone.address}", "--iterations", "3", "--warmup", "1",
+                    "--json", str(tmp_path / "rows.json"))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    measured = [row for row in rows if row["format"] == "executorch"]
+    assert {row["program"] for row in measured} == {"dcccl.train", "dcccl.infer"}
+    for row in measured:
+        assert row["target"] == f"adb:{phone.address}" and not row["emulated"] and row["runtime"] == "dcx_runner"
+        assert row["outputs_match"] and row["load_ms"] > 0 and row["latency_ms"]["p50"] > 0
+    assert next(row for row in measured if row["kind"] == "train")["losses"]
+    assert all(row["skipped"] and "--tflite-benchmark" in row["skipped"] for row in rows if row["format"] == "tflite")
+    assert run_folders(phone) == []  # every per-run folder was removed from the phone
+
+
+def test_dcx_profile_keeps_the_rows_measured_before_the_phone_was_lost(phones, dcccl_export, tmp_path):
+    phone = phones(unplug_on="dcccl.infer")  # the first program (dcccl.train) runs; the phone goes at the second
+    r = dcx_profile(str(dcccl_export), "--target", f"adb:{phone.address}", "--iterations", "2",
+                    "--json", str(tmp_path / "rows.json"))
+    error = r.stderr.strip().splitlines()[-1]  # after the progress lines: one line naming the phone and the fix
+    assert r.returncode == 2 and "Traceback" not in r.stderr and error.startswith("dcx: error: lost "), r.stderr
+    assert phone.address in error and "reconnect" in error
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(row["program"], row["format"]) for row in rows if not row["skipped"]] == [("dcccl.train", "executorch")]
