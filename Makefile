@@ -7,5 +7,6 @@ setup:
 demo: setup
 	.venv/bin/dcx demo --out out/demo --force
 
+# Two workers (the machines have two cores; tests are single-threaded); a test module stays on one worker.
 test: setup
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n 2 --dist loadfile

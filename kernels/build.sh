@@ -10,24 +10,10 @@
 # (default: build/kernels), DCX_BUILD_JOBS (default 2), DCX_SKIP_AARCH64=1 (host only).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-OUT=${DCX_KERNELS_BUILD_DIR:-$ROOT/build/kernels}
-JOBS=${DCX_BUILD_JOBS:-2}
-if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python3; fi
-fi
-
-die() { echo "kernels/build.sh: $*" >&2; exit 1; }
-need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found: install the Debian package $2 (apt-get install $2)"; }
-
-need cmake cmake
-need make make
-need gcc gcc
-need g++ g++
-
-mkdir -p "$OUT"
-exec 9>"$OUT/.build.lock"
-flock 9  # one build at a time (parallel test sessions)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SCRIPT=kernels/build.sh
+OUT=${DCX_KERNELS_BUILD_DIR:-$(cd "$HERE/.." && pwd)/build/kernels}
+source "$HERE/../scripts/build_common.sh"
 
 TORCH_PREFIX=$("$PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null) ||
   die "$PYTHON cannot import torch: pip install torch==2.13.0 (or set PYTHON to the project's venv)"

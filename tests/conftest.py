@@ -22,3 +22,14 @@ def kernels_build():
     proc = subprocess.run(["bash", str(REPO / "kernels" / "build.sh")], capture_output=True, text=True,
                           env=dict(os.environ, PYTHON=sys.executable), timeout=1800)
     assert proc.returncode == 0, f"kernels/build.sh failed:\n{proc.stdout}\n{proc.stderr}"
+
+
+@pytest.fixture(scope="session")
+def exported_all(tmp_path_factory) -> Path:
+    """``dcx export --recipe all`` in every format (fresh programs), once per test process."""
+    from dcx.export.pipeline import export_recipe
+
+    out = tmp_path_factory.mktemp("exported_all")
+    summary = export_recipe("all", "all", out)
+    assert not summary.failed, summary.failed
+    return out

@@ -58,3 +58,9 @@ def test_evaluate_is_deterministic():
     from dataclasses import replace
     r.cfg = replace(r.cfg, backbone_samples=1000, iciia_clients=500, iciia_epochs=1, backbone_epochs=1)
     assert r.evaluate(seed=5) == r.evaluate(seed=5)
+
+
+def test_readme_numbers_are_the_benchmark_files():
+    """Every measured section of README.md is the file a benchmark command wrote (`dcx readme` keeps them equal)."""
+    r = dcx("readme", "--check")
+    assert r.returncode == 0 and "out of date" not in r.stdout, r.stdout + r.stderr

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +27,6 @@ from dcx.export.passes.coreml_backprop_layers import to_backprop_layers  # noqa:
 from dcx.export.passes.coreml_frozen_offset import split_frozen_offset  # noqa: E402
 from dcx.export.passes.coreml_split_loss import placeholder_names, split_loss  # noqa: E402
 from dcx.export.passes.coreml_static_shapes import specialize_shapes, trace_named  # noqa: E402
-from dcx.export.pipeline import export_programs  # noqa: E402
 from dcx.formats.coreml import gradient_matching_target  # noqa: E402
 from dcx.formats.coreml.interpreter import NNInterpreter  # noqa: E402
 from dcx.formats.coreml.updatable_rules import backprop_reachable, check_updatable_model  # noqa: E402
@@ -46,13 +44,11 @@ def programs():
 
 
 @pytest.fixture(scope="module")
-def exported(programs, tmp_path_factory):
-    """Every device program exported once to Core ML: name -> (program, path, entry, reference)."""
-    out = tmp_path_factory.mktemp("coreml")
-    summary = export_programs(list(programs.values()), out, "coreml")
-    assert not summary.failed, summary.failed
+def exported(programs, exported_all):
+    """Every device program exported to Core ML: name -> (program, path, entry, reference)."""
+    out = exported_all
     return {e.program: (programs[e.program], out / e.file, e, ProgramReference.load(out / e.reference.file))
-            for e in read_manifest(out).artifacts}
+            for e in read_manifest(out).artifacts if e.format == "coreml"}
 
 
 # ---------------------------------------------------------------- the exporter, end to end

@@ -10,7 +10,6 @@ positive and repeatable. A module fixture runs ``runtimes/native/build.sh``
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess

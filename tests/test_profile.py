@@ -11,18 +11,14 @@ import pytest
 
 from dcx.android.qemu import QemuTarget
 from dcx.errors import DcxError
-from dcx.export.pipeline import export_recipe
 from dcx.manifest import read_manifest
 from dcx.profile import latency_summary, profile
 from dcx.targets.host import HostTarget
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """``dcx export --recipe all`` in every format (fresh programs)."""
-    out = tmp_path_factory.mktemp("all")
-    assert not export_recipe("all", "all", out).failed
-    return out
+def exported(exported_all):
+    return exported_all
 
 
 def test_profile_host_covers_every_artifact_in_every_format(exported, tmp_path):

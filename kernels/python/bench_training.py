@@ -111,6 +111,7 @@ def profile_kernels(pte: bytes, batch) -> list[dict]:
 def _sessions(name: str, out: Path, include_litert: bool, progress: Callable[[str], None]):
     """(program, fast pte, pass report, rewritten graph, {runtime: train_step callable})."""
     from dcx.bench.runtimes import eager_step
+    from dcx.export import ExportOptions
     from dcx.export.pipeline import export_recipe
     from dcx.kernels.training import load_executorch_kernels
     from dcx.manifest import Requirements, read_manifest
@@ -124,7 +125,8 @@ def _sessions(name: str, out: Path, include_litert: bool, progress: Callable[[st
     steps: dict[str, Callable[[], float]] = {"eager": partial(eager_step(program), *batch)}
     entries = {}
     for fmt in ("executorch", "tflite") if include_litert else ("executorch",):
-        summary = export_recipe(program.recipe, fmt, out / fmt, force=True, progress=progress)
+        summary = export_recipe(program.recipe, fmt, out / fmt, force=True, options=ExportOptions(fast_training=False),
+                                progress=progress)  # the stock program; the fast one is built below
         if summary.failed:
             raise DcxError(f"bench: exporting {fmt} failed: {summary.failed[0].error}")
         entry = next(e for e in read_manifest(out / fmt).artifacts if e.program == name)
@@ -338,7 +340,7 @@ def render_markdown(rows: list[dict]) -> str:
             steps.setdefault(r["program"], {})[r["runtime"]] = r
     peak = next((r for r in rows if r["measure"] == "gemm_peak"), None)
     lines = ["# Training kernels: fast on-device training in ExecuTorch", "",
-             "Written by `dcx.kernels.bench_training` (`python -m dcx.kernels.bench_training`); do not edit by hand.",
+             "Written by `dcx bench training --markdown benchmarks/training_kernels.md`; do not edit by hand.",
              f"Run {now} on {_cpu_name()}, torch {torch.__version__}, one thread. Times are medians of rounds in",
              "which every runtime of a program runs side by side (the order rotates each round); the ratios come",
              "from one run. `executorch` is the stock program (portable kernels); `executorch-fast` is the same",
@@ -439,7 +441,3 @@ def bench_training(json_path: str | None, markdown_path: str | None, rounds: int
     if json_path:
         write_atomic(Path(json_path), json.dumps(rows, indent=2) + "\n")
     click.echo(f"wrote {md}" + (f" and {json_path}" if json_path else ""))
-
-
-if __name__ == "__main__":
-    bench_training()

@@ -10,25 +10,11 @@
 # DCX_SKIP_AARCH64=1 (host only).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SCRIPT=runtimes/native/build.sh
+OUT=$(cd "$HERE/../.." && pwd)/build/native
+source "$HERE/../../scripts/build_common.sh"
 SRC=$ROOT/runtimes/native
-OUT=$ROOT/build/native
-JOBS=${DCX_BUILD_JOBS:-2}
-if [[ -z "${PYTHON:-}" ]]; then
-  if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON=$ROOT/.venv/bin/python; else PYTHON=python3; fi
-fi
-
-die() { echo "runtimes/native/build.sh: $*" >&2; exit 1; }
-need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found: install the Debian package $2 (apt-get install $2)"; }
-
-need cmake cmake
-need make make
-need gcc gcc
-need g++ g++
-
-mkdir -p "$OUT"
-exec 9>"$OUT/.build.lock"
-flock 9  # one build at a time (parallel test sessions)
 
 ET_HOST=$("$PYTHON" -c 'import executorch, os; print(executorch.__path__[0])' 2>/dev/null) ||
   die "$PYTHON cannot import executorch: pip install executorch==1.5.1"

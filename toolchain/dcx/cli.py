@@ -11,9 +11,10 @@ from pathlib import Path
 import click
 
 from dcx.errors import DcxError
+from dcx.simulate.command import simulate_cmd  # click only: torch is imported when it runs
 
 BACKEND_PACKAGES = ("torch", "executorch", "tensorflow-cpu", "ai-edge-litert", "coremltools", "onnx",
-                    "onnxruntime", "flwr", "numpy")
+                    "onnxruntime", "flwr", "ray", "numpy")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -270,7 +271,8 @@ def profile_cmd(out: str, target_spec: str, programs: str | None, iterations: in
 class LazyGroup(click.Group):
     """Subcommands defined next to what they measure, imported only when invoked (keeps `dcx --help` fast)."""
 
-    lazy = {"kernels": "dcx.kernels.bench:bench_kernels", "training": "dcx.kernels.bench_training:bench_training"}
+    lazy = {"kernels": "dcx.kernels.bench:bench_kernels", "training": "dcx.kernels.bench_training:bench_training",
+            "simulate": "dcx.simulate.bench:bench_simulate"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -325,14 +327,24 @@ def _write_json(path: str | None, data: object, flag: str = "--json") -> None:
 @click.option("--iterations", default=200, show_default=True, help="timed inferences per round")
 @click.option("--qemu-instructions", is_flag=True, help="also count guest instructions per inference under qemu")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the rows as JSON")
-def bench_native_cmd(out: str, rounds: int, iterations: int, qemu_instructions: bool, json_path: str | None) -> None:
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
+              help="write the table as Markdown (e.g. benchmarks/native.md)")
+def bench_native_cmd(out: str, rounds: int, iterations: int, qemu_instructions: bool, json_path: str | None,
+                     markdown_path: str | None) -> None:
     """The native runner against ExecuTorch's Python pybindings, per inference artifact of an export folder."""
-    from dcx.bench.native import bench_native
+    from dcx.bench.native import bench_native, markdown
     from dcx.targets import get_target
 
     rows = bench_native(Path(out), rounds, iterations, instructions_target=get_target("qemu") if qemu_instructions
                         else None, progress=click.echo)
     _write_json(json_path, rows)
+    if markdown_path:
+        from dcx.fileio import os_errors, write_atomic
+
+        command = f"dcx bench native {out} --rounds {rounds} --iterations {iterations}" + \
+            (" --qemu-instructions" if qemu_instructions else "") + f" --markdown {markdown_path}"
+        with os_errors(markdown_path, "--markdown"):
+            write_atomic(Path(markdown_path), markdown(rows, command))
     slower = [r for r in rows if r["ratio"] > 1.0]
     click.echo(f"{len(rows)} programs: runner / pybindings p50 ratio "
                f"{min(r['ratio'] for r in rows):.2f} .. {max(r['ratio'] for r in rows):.2f}"
@@ -357,6 +369,19 @@ def bench_device_cmd(target_spec: str, json_path: str) -> None:
         raise SystemExit(1)
 
 
+@cli.command("readme")
+@click.option("--check", is_flag=True, help="only compare; non-zero exit when the README is out of date")
+def readme_cmd(check: bool) -> None:
+    """Copy the benchmark files' tables into README.md's measured sections (no number there is typed by hand)."""
+    from dcx.readme import sync
+
+    changed = sync(check=check)
+    for name in changed:
+        click.echo(f"{'out of date' if check else 'updated'}: {name}")
+    if check and any("not written yet" not in c for c in changed):
+        raise SystemExit(1)
+
+
 @cli.command()
 @click.option("--out", default="out/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--quick", is_flag=True, help="CI-sized cloud phases")
@@ -369,6 +394,9 @@ def demo(out: str, quick: bool, force: bool) -> None:
     failed = run_demo(Path(out), quick=quick, force=force, echo=click.echo)
     if failed:
         raise SystemExit(1)
+
+
+cli.add_command(simulate_cmd)
 
 
 def _quiet_third_party() -> None:

@@ -110,3 +110,23 @@ def bench_native(artifacts: Path, rounds: int = 7, iterations: int = 200, warmup
                      f"(best rounds {row['ratio_best']:.2f})")
             rows.append(row)
     return rows
+
+
+def markdown(rows: list[dict], command: str) -> str:
+    """The rows as the Markdown file the README's native-runner section is copied from."""
+    lines = ["# Native runner against the Python pybindings", "",
+             f"Written by `{command}`: single-threaded, the same `.pte` and kernels, alternating rounds; p50 per "
+             "inference, median over rounds (and the best round); ratio < 1: the runner is faster.", "",
+             "| program | runner p50 ms | pybindings p50 ms | ratio | best-round ratio | max output diff |"
+             + (" qemu instructions / inference |" if any("instructions_per_inference" in r for r in rows) else ""),
+             "|---|---|---|---|---|---|" + ("---|" if any("instructions_per_inference" in r for r in rows) else "")]
+    for r in rows:
+        line = (f"| {r['program']} | {r['runner_p50_ms']:.4f} | {r['pybindings_p50_ms']:.4f} | {r['ratio']:.2f} | "
+                f"{r['ratio_best']:.2f} | {r['max_abs_diff']:.1e} |")
+        if "instructions_per_inference" in r:
+            line += f" {r['instructions_per_inference']:,.0f} |"
+        lines.append(line)
+    slower = [r["program"] for r in rows if r["ratio"] > 1]
+    lines += ["", "The runner is slower than the pybindings for: " + ", ".join(slower) if slower
+              else "The runner is not slower than the pybindings for any program."]
+    return "\n".join(lines) + "\n"

@@ -199,13 +199,20 @@ class _quiet_tf:
     names = ("tensorflow", "absl")
 
     def __enter__(self):
+        from absl import logging as absl_logging  # its own logger object, not logging.getLogger("absl")
+
         self._levels = {n: logging.getLogger(n).level for n in self.names}
+        self._absl = absl_logging.get_verbosity()
         for n in self.names:
             logging.getLogger(n).setLevel(logging.ERROR)
+        absl_logging.set_verbosity(absl_logging.ERROR)
 
     def __exit__(self, *exc):
+        from absl import logging as absl_logging
+
         for n, level in self._levels.items():
             logging.getLogger(n).setLevel(level)
+        absl_logging.set_verbosity(self._absl)
 
 
 EXPORTER = TFLiteExporter()

@@ -111,14 +111,19 @@ def _entry(name: str) -> RecipeEntry:
     return _REGISTRY[name]
 
 
+def _check_keys(name: str, keys: Any, problem: str) -> None:
+    """A one-line error when ``keys`` has one that is not a field of recipe ``name``'s config (``problem`` says
+    what it is, with ``{key}``), listing the valid keys."""
+    fields = sorted(f.name for f in dataclasses.fields(_entry(name).config))
+    unknown = sorted(set(keys) - set(fields))
+    if unknown:
+        raise DcxError(problem.format(key=unknown[0]) + f"; valid keys: {', '.join(fields)}")
+
+
 def config_of(name: str, *, quick: bool = False, **overrides: Any) -> Any:
     """The config of recipe ``name``: its defaults, the quick settings if asked, then ``overrides`` (checked)."""
     entry = _entry(name)
-    fields = {f.name for f in dataclasses.fields(entry.config)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise DcxError(f"--set {unknown[0]}: recipe {name!r} has no such config key; valid keys: "
-                       f"{', '.join(sorted(fields))}")
+    _check_keys(name, overrides, f"--set {{key}}: recipe {name!r} has no such config key")
     hints = typing.get_type_hints(type(entry.config))
     checked = {k: _check_value(name, k, hints[k], v) for k, v in overrides.items()}
     return dataclasses.replace(entry.config, **{**(entry.quick if quick else {}), **checked})
@@ -134,12 +139,8 @@ def get_recipe(name: str, *, quick: bool = False, **overrides: Any) -> Recipe:
 
 def recipe_for_config(name: str, config: dict[str, Any]) -> Recipe:
     """The recipe ``name`` with a whole config as a checkpoint stored it (JSON values)."""
-    entry = _entry(name)
-    fields = {f.name for f in dataclasses.fields(entry.config)}
-    unknown = sorted(set(config) - fields)
-    if unknown:
-        raise DcxError(f"config key {unknown[0]!r} is not a field of recipe {name!r} (written by another dcx "
-                       f"version?); valid keys: {', '.join(sorted(fields))}")
+    _check_keys(name, config, f"config key {{key}} is not a field of recipe {name!r} (written by another dcx "
+                              "version? re-run `dcx train`)")
     return get_recipe(name, **{k: _from_json(v) for k, v in config.items()})
 
 

@@ -219,14 +219,19 @@ class Scenario:
     device_tests: list[ImageSet]  # test images drawn with each device's class proportions
 
 
-def make_scenario(cfg: DCCCLConfig, seed: int = 0) -> Scenario:
-    """Cloud and devices see different class mixes (Dirichlet label skew on Fashion-MNIST)."""
+def make_scenario(cfg: DCCCLConfig, seed: int = 0, device_tests: bool = True) -> Scenario:
+    """Cloud and devices see different class mixes (Dirichlet label skew on Fashion-MNIST).
+
+    ``device_tests=False`` skips the test images drawn per device (about a thousand each: memory that a
+    simulation of a thousand devices does not need); the cloud's and the devices' samples are the same."""
     train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
     rng = np.random.default_rng(seed)
     parts = dirichlet_label_skew(train.labels.numpy(), cfg.num_devices + 1, cfg.alpha, seed)
     take = lambda idx, n: rng.choice(idx, min(n, len(idx)), replace=False)  # noqa: E731
     cloud = train.subset(take(parts[0], cfg.cloud_samples))
     devices = [train.subset(take(p, cfg.device_samples)) for p in parts[1:]]
+    if not device_tests:
+        return Scenario(cloud, devices, [])
     test_labels = test.labels.numpy()
     device_tests = []
     for d in devices:

@@ -1,0 +1,177 @@
+"""Device programs as they travel and run in a simulation.
+
+The cloud exports a method's device programs once per simulation (``export_programs``
+into ExecuTorch or TFLite artifacts; for the eager reference, the PyTorch program
+itself, pickled). A ``ProgramPackage`` is what goes down: the artifact's bytes
+and its manifest entry. The device stores it (content-addressed, so identical
+bytes sent to many simulated phones are stored once) and loads it in its
+runtime. Frozen weights (the mimic M, CoDA's item table) are constants inside
+the artifact; trainable weights travel in messages and go in and out through
+the runtime's ``set_weights`` / ``get_weights``.
+
+A loaded session is cached per process and shared by every simulated device
+of that process: each device sets its own weights before it trains (plain SGD
+keeps no other state), as one phone would between two rounds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from dcx.errors import DcxError
+from dcx.fileio import os_errors, write_atomic
+from dcx.manifest import ManifestEntry, from_dict, read_manifest
+from dcx.programs import DeviceProgram
+from dcx.runtimes import Session, get_runtime
+from dcx.simulate.messages import Message
+from dcx.training import sgd_step
+
+RUNTIMES = ("executorch", "tflite", "torch")
+SUFFIX = {"executorch": ".pte", "tflite": ".tflite", "torch": ".pt"}
+PREFIX = "program."
+
+
+def check_runtime(runtime: str) -> None:
+    if runtime not in RUNTIMES:
+        raise DcxError(f"--device-runtime {runtime}: choose one of {', '.join(RUNTIMES)}")
+
+
+@dataclass
+class ProgramPackage:
+    """One device program as it goes down: the artifact and its manifest entry (JSON)."""
+
+    name: str
+    artifact: bytes
+    entry: bytes
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f"{PREFIX}{self.name}": np.frombuffer(self.artifact, np.uint8),
+                f"{PREFIX}{self.name}.entry": np.frombuffer(self.entry, np.uint8)}
+
+
+def package_programs(programs: Sequence[DeviceProgram], runtime: str, folder: Path,
+                     progress=lambda s: None) -> dict[str, ProgramPackage]:
+    """Export ``programs`` for ``runtime`` into ``folder`` (an export folder ``dcx verify`` can check) and
+    package them; ``torch`` pickles the eager programs instead."""
+    check_runtime(runtime)
+    if runtime == "torch":
+        packages = {}
+        for p in programs:
+            buffer = io.BytesIO()
+            torch.save(p.module, buffer)
+            entry = {"kind": p.kind, "lr": p.optimizer.lr if p.optimizer else None}
+            packages[p.name] = ProgramPackage(p.name, buffer.getvalue(), json.dumps(entry).encode())
+        return packages
+    from dcx.export.pipeline import export_programs
+
+    summary = export_programs(programs, folder, runtime, force=True, reference_steps=1, progress=progress)
+    if summary.failed:
+        raise DcxError(f"--device-runtime {runtime}: exporting {summary.failed[0].program} failed "
+                       f"({summary.failed[0].error}); choose another runtime")
+    manifest = read_manifest(folder)
+    packages = {}
+    for p in programs:
+        entry = manifest.entry(p.name, runtime)
+        with os_errors(folder / entry.file):
+            artifact = (folder / entry.file).read_bytes()
+        packages[p.name] = ProgramPackage(p.name, artifact, json.dumps(dataclasses.asdict(entry)).encode())
+    return packages
+
+
+# ---------------------------------------------------------------- device side
+
+class EagerSession:
+    """The reference runtime: the PyTorch program itself, stepped with dcx's one SGD step."""
+
+    def __init__(self, module: nn.Module, lr: float | None):
+        self.module, self.lr = module.eval(), lr
+        self.params = {n: p for n, p in module.named_parameters() if p.requires_grad}
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = self.module(*(torch.from_numpy(np.asarray(a)) for a in inputs))
+        return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+
+    def train_step(self, *batch: np.ndarray) -> float:
+        loss = self.module(*(torch.from_numpy(np.asarray(a)) for a in batch))
+        params = list(self.params.values())
+        sgd_step(params, torch.autograd.grad(loss, params), self.lr)
+        return float(loss.detach())
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {n: p.detach().numpy().copy() for n, p in self.params.items()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(torch.from_numpy(np.asarray(weights[n])))
+
+
+@dataclass
+class InstalledProgram:
+    """A program loaded on a device: its runtime session, and the constants inside the artifact."""
+
+    session: Session
+    frozen: dict[str, np.ndarray]  # frozen weights by PyTorch name, read from the artifact itself
+
+
+_LOADED: dict[tuple[str, str], InstalledProgram] = {}
+
+
+def install(down: Message, state: Message, store: Path) -> None:
+    """Store every program ``down`` carries and note in the device's ``state`` which one it holds."""
+    for key, artifact in down.arrays.items():
+        if not key.startswith(PREFIX) or key.endswith(".entry"):
+            continue
+        data = artifact.tobytes()
+        digest = hashlib.sha256(data).digest()
+        path = store / digest.hex()
+        if not path.exists():
+            with os_errors(path):
+                write_atomic(path.with_suffix(".entry"), down.arrays[f"{key}.entry"].tobytes())
+                write_atomic(path, data)
+        state.arrays[key] = np.frombuffer(digest, np.uint8)
+
+
+def holds(state: Message, name: str) -> bool:
+    return f"{PREFIX}{name}" in state.arrays
+
+
+def load(name: str, state: Message, store: Path, runtime: str) -> InstalledProgram:
+    """The device's copy of program ``name`` in ``runtime`` (loaded once per process)."""
+    if not holds(state, name):
+        raise DcxError(f"device has no program {name}: the cloud must send it first")
+    sha = state.arrays[f"{PREFIX}{name}"].tobytes().hex()
+    if (runtime, sha) not in _LOADED:
+        path = store / sha
+        entry = json.loads(path.with_suffix(".entry").read_text())
+        if runtime == "torch":
+            module = torch.load(path, weights_only=False)
+            session = EagerSession(module, entry["lr"])
+            frozen = {n: p.detach().numpy() for n, p in module.named_parameters() if not p.requires_grad}
+        else:
+            manifest_entry = from_dict(ManifestEntry, entry, f"program {name}")
+            session = get_runtime(runtime).load(path, manifest_entry)
+            frozen = _constants(path.read_bytes(), manifest_entry)
+        _LOADED[(runtime, sha)] = InstalledProgram(session, frozen)
+    return _LOADED[(runtime, sha)]
+
+
+def _constants(artifact: bytes, entry: ManifestEntry) -> dict[str, np.ndarray]:
+    """The frozen weights stored verbatim in the artifact, where its manifest entry says they lie."""
+    out = {}
+    for loc in entry.weight_locations:
+        if loc.name in entry.frozen and loc.file == "" and loc.layout == "identity":
+            raw = np.frombuffer(artifact[loc.offset : loc.offset + loc.nbytes], np.float32)
+            out[loc.name] = raw.reshape(entry.frozen[loc.name])
+    return out

@@ -1,0 +1,173 @@
+"""``dcx simulate METHOD``: the cloud phase, the device programs exported once, the rounds on an engine, the report.
+
+1. The cloud phase comes from ``--checkpoint`` or is trained here (and kept as
+   a checkpoint in a scratch folder, as ``dcx train`` writes it).
+2. The device programs are exported once for ``--device-runtime`` (ExecuTorch
+   by default, LiteRT, or the eager PyTorch reference).
+3. The method's baselines are computed in eager PyTorch with the recipe's own
+   functions; then ``rounds`` rounds run on the engine.
+4. After every round the JSON (``--json``, and ``<method>.json`` in ``--out``)
+   is rewritten atomically with the finished rounds, so Ctrl-C keeps them;
+   at the end ``--out`` also gets a Markdown table and the plots.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from dcx.errors import DcxError
+from dcx.fileio import check_writable_folder, os_errors, write_atomic
+from dcx.simulate import engines
+from dcx.simulate.faults import FaultPlan
+from dcx.simulate.methods import Method, Setup, get_method
+from dcx.simulate.programs import check_runtime, package_programs
+from dcx.simulate.roles import DeviceSpec
+
+Progress = Callable[[str], None]
+
+
+def simulate(method: str, *, devices: int | None = None, rounds: int | None = None, runtime: str = "executorch",
+             engine: str = "local", dropout: float = 0.0, stragglers: float = 0.0, quick: bool = False, seed: int = 0,
+             checkpoint: Path | None = None, json_path: Path | None = None, out: Path | None = None,
+             force: bool = False, baselines: bool = True, measure: bool = True, workers: int | None = None,
+             tap: engines.Tap | None = None, progress: Progress = lambda s: None) -> dict[str, Any]:
+    """Run METHOD's cloud and device roles for ``rounds`` rounds with ``devices`` devices; returns the JSON document.
+
+    ``baselines=False`` skips the eager baselines and ``measure=False`` the per-round metric (benchmarks);
+    ``workers``: Ray actors of the Flower engine (default: one per CPU); ``tap`` sees every message that crossed.
+    """
+    m = get_method(method)
+    engines.check_engine(engine)
+    check_runtime(runtime)
+    plan = FaultPlan(dropout, stragglers, seed)
+    devices = m.devices[quick] if devices is None else devices
+    rounds = m.rounds[quick] if rounds is None else rounds
+    if devices < 1:
+        raise DcxError(f"--devices {devices}: at least one device")
+    if rounds < 1:
+        raise DcxError(f"--rounds {rounds}: at least one round")
+    outputs = _outputs(m, json_path, out, force)
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="dcx-simulate-") as scratch:
+        recipe, modules, source = _cloud_phase(m, devices, quick, seed, checkpoint, Path(scratch), progress)
+        setup = Setup(recipe, modules, seed, devices, rounds, {}, plan, progress, measure)
+        progress(f"exporting the device programs for {runtime}")
+        setup.packages = package_programs(m.programs(setup), runtime, Path(scratch) / "artifacts")
+        store = Path(scratch) / "device-storage"
+        store.mkdir()
+        spec = DeviceSpec(method, recipe.cfg, seed, devices, rounds, runtime, str(store))
+        cloud = m.cloud_role(setup)
+        doc = {"method": method, "engine": engine, "device_runtime": runtime, "devices": devices,
+               "rounds_planned": rounds, "seed": seed, "quick": quick, "dropout": dropout, "stragglers": stragglers,
+               "checkpoint": source, "complete": False, "baselines": m.baselines(setup) if baselines else {},
+               "rounds": [], "summary": {}}
+
+        def on_round(record: dict) -> None:
+            doc["rounds"].append(record)
+            doc["summary"] = _summary(m, doc, cloud.summary())
+            outputs.write_json(doc)
+            progress(_round_line(m, record, rounds))
+
+        progress(f"{rounds} round(s), {devices} device(s), engine {engine}, device runtime {runtime}")
+        engines.run(engine, cloud, spec, plan, on_round, workers, tap)
+    doc["complete"] = True
+    outputs.write_json(doc)
+    outputs.write_report(doc)
+    return doc
+
+
+def _summary(m: Method, doc: dict, result: dict[str, float]) -> dict[str, float]:
+    summary = {**doc["baselines"], **result}
+    summary.update(m.derived(summary))
+    summary["rounds_completed"] = len(doc["rounds"])
+    summary["bytes_down_total"] = sum(r["bytes_down"] for r in doc["rounds"])
+    summary["bytes_up_total"] = sum(r["bytes_up"] for r in doc["rounds"])
+    return summary
+
+
+def _round_line(m: Method, r: dict, rounds: int) -> str:
+    metric = r["metrics"].get(m.headline)
+    return (f"[round {r['round']}/{rounds}] {r['devices_reported']}/{r['devices_asked']} reported "
+            f"({r['devices_vanished']} vanished, {r['devices_late']} late)  down {r['bytes_down']:,} B  "
+            f"up {r['bytes_up']:,} B" + (f"  {m.headline} {metric:.4f}" if metric is not None else "")
+            + f"  {r['seconds']:.1f} s")
+
+
+def train_checkpoint(method: str, devices: int, quick: bool, seed: int, folder: Path,
+                     progress: Progress = lambda s: None) -> Path:
+    """METHOD's cloud phase for ``devices`` devices, written as a checkpoint at ``folder`` (as ``dcx train`` does)."""
+    from dcx.checkpoint import write_checkpoint
+    from dcx.recipes import get_recipe
+
+    m = get_method(method)
+    recipe = get_recipe(m.name, quick=quick, **m.overrides(devices))
+    m.check_devices(recipe.cfg, devices)
+    progress(f"[{m.name}] cloud phase{' (quick)' if quick else ''}, seed {seed}")
+    trained = recipe.train(seed, progress=lambda s: progress(f"  {s}"))
+    write_checkpoint(folder, recipe, trained, seed=seed, quick=quick)
+    return folder
+
+
+def _cloud_phase(m: Method, devices: int, quick: bool, seed: int, checkpoint: Path | None, scratch: Path,
+                 progress: Progress):
+    """The recipe and its trained modules, always read from a checkpoint: ``--checkpoint``, or one trained now."""
+    from dcx.checkpoint import load_checkpoint
+
+    source = None if checkpoint is None else str(checkpoint)
+    if checkpoint is None:
+        checkpoint = train_checkpoint(m.name, devices, quick, seed, scratch / "checkpoint", progress)
+    ckpt, recipe, modules = load_checkpoint(Path(checkpoint), m.name)
+    if ckpt.seed != seed:
+        raise DcxError(f"--seed {seed}: checkpoint {checkpoint} was trained with seed {ckpt.seed} (the devices' data "
+                       f"derive from it); pass --seed {ckpt.seed}")
+    for key, value in m.overrides(devices).items():
+        if getattr(recipe.cfg, key) != value:
+            raise DcxError(f"--devices {devices}: checkpoint {checkpoint} was trained with {key}="
+                           f"{getattr(recipe.cfg, key)}; pass --devices {getattr(recipe.cfg, key)} or train one with "
+                           f"`dcx train {m.name} --set {key}={value}`")
+    m.check_devices(recipe.cfg, devices)
+    return recipe, modules, source
+
+
+class _Outputs:
+    """Where the results go: ``--json`` and ``--out`` (never half-written; files dcx did not write are kept)."""
+
+    def __init__(self, m: Method, json_path: Path | None, out: Path | None):
+        self.m, self.json_path, self.out = m, json_path, out
+
+    def write_json(self, doc: dict) -> None:
+        text = json.dumps(doc, indent=1)
+        for path, flag in ((self.json_path, "--json"), (self.out and self.out / f"{self.m.name}.json", "--out")):
+            if path is not None:
+                with os_errors(path, flag):
+                    write_atomic(path, text)
+
+    def write_report(self, doc: dict) -> None:
+        if self.out is not None:
+            from dcx.simulate.report import write_run_report
+
+            with os_errors(self.out, "--out"):
+                write_run_report(doc, self.out)
+
+
+def _outputs(m: Method, json_path: Path | None, out: Path | None, force: bool) -> _Outputs:
+    """Check the output paths before any long work."""
+    if json_path is not None:
+        json_path = Path(json_path)
+        if json_path.is_dir():
+            raise DcxError(f"--json {json_path} is a folder: give a file path")
+        check_writable_folder(json_path.parent if str(json_path.parent) else Path("."), "--json")
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise DcxError(f"--out {out} is a file: choose a folder path")
+        if out.is_dir() and any(out.iterdir()) and not force:
+            raise DcxError(f"--out {out} exists and is not empty: pass --force to write the results there "
+                           "(dcx replaces only the files it writes), or choose a new folder")
+        check_writable_folder(out, "--out")
+    return _Outputs(m, json_path, out)
