@@ -19,7 +19,7 @@ from torch import nn
 import dcx
 from dcx.errors import DcxError
 from dcx.export import ExportOptions
-from dcx.export.passes.tf_builtin_ops_only import operator_histogram
+from dcx.formats.tflite import operator_histogram
 from dcx.export.tflite import EXPORTER
 from dcx.models.iciia import ICIIA, ICIIAWithKVCache, MobileNetV2Features, forward_flops, iciia_flops_overhead
 from dcx.models.mobilenet_small import MobileNetSmall

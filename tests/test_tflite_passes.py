@@ -7,7 +7,7 @@
   hardswish at their kinks, average and max pooling with ties), and the gradient
   graphs convert with TFLITE_BUILTINS only and run in LiteRT (TF's own ones do not);
 - tf_signatures: the train/infer/save/restore functions of a tiny program, run in TF;
-- tf_builtin_ops_only: reading operator codes, rejecting Flex ops.
+- dcx.formats.tflite: reading operator codes, rejecting Flex ops.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dcx.errors import DcxError  # noqa: E402
 from dcx.export.passes import aten_to_tf  # noqa: E402
 from dcx.export.passes import tf_builtin_gradients as bg  # noqa: E402
 from dcx.export.passes.aten_to_tf import ATEN_TO_TF, lower_aten_to_tf, lower_op  # noqa: E402
-from dcx.export.passes.tf_builtin_ops_only import (  # noqa: E402
+from dcx.formats.tflite import (  # noqa: E402
     check_builtin_ops_only, non_builtin_ops, operator_codes, operator_histogram)
 from dcx.export.passes.tf_signatures import build_tf_signatures  # noqa: E402
 from dcx.programs import SGD, DeviceProgram  # noqa: E402
@@ -505,7 +505,7 @@ def test_tf_own_mobile_gradients_are_not_builtins():
         assert op in str(err.value)
 
 
-# ---------------------------------------------------------------- tf_builtin_ops_only
+# ---------------------------------------------------------------- dcx.formats.tflite
 
 @pytest.fixture(scope="module")
 def flex_model() -> bytes:

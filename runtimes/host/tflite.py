@@ -124,7 +124,7 @@ class TFLiteRuntime:
         return TFLiteSession(Path(path), entry, num_threads=num_threads, xnnpack=xnnpack)
 
     def static_checks(self, path: Path, entry: ManifestEntry) -> list[Check]:
-        from dcx.export.passes.tf_builtin_ops_only import non_builtin_ops, operator_histogram
+        from dcx.formats.tflite import non_builtin_ops, operator_histogram
 
         path = Path(path)
         try:

@@ -126,7 +126,7 @@ class TFLiteExporter:
 
     def export(self, program: DeviceProgram, path: Path, options: ExportOptions,
                reference: ProgramReference | None = None) -> ArtifactInfo:
-        from dcx.export.passes.tf_builtin_ops_only import check_builtin_ops_only, operator_histogram
+        from dcx.formats.tflite import check_builtin_ops_only, operator_histogram
 
         reason = self.supports(program)
         if reason:

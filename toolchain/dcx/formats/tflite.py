@@ -1,4 +1,4 @@
-"""Read a ``.tflite`` flatbuffer's operators and reject any that is not a TFLite builtin.
+"""TFLite spec tools: read a ``.tflite`` flatbuffer's operators and reject any that is not a TFLite builtin.
 
 Why: the Flex delegate (TF kernels inside TFLite) is in neither the
 ai-edge-litert wheels nor a lean app, and custom ops need native code
