@@ -13,6 +13,7 @@ A session fixture runs ``kernels/build.sh`` (idempotent; seconds when already bu
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -131,6 +132,40 @@ def test_conv2d_values_and_gradients(ops, cfg, relu):
     assert gx.numel() == 0 and gb.numel() == 0 and gw.shape == wt.shape
 
 
+@pytest.mark.parametrize("cfg", CONVS, ids=str)
+@pytest.mark.parametrize("low,high", [(0.0, 6.0), (-math.inf, math.inf)])
+def test_conv2d_bn_values_and_gradients(ops, cfg, low, high):
+    """Convolution + eval-mode batch norm + clamp, fused: values and every gradient (input, weights,
+    norm affine) against autograd of the unfused layers."""
+    n, c_in, h, w_, c_out, k, stride, padding, dilation, groups = cfg
+    pair = lambda v: list(v) if isinstance(v, tuple) else [v, v]  # noqa: E731
+    k, stride, padding, dilation = pair(k), pair(stride), pair(padding), pair(dilation)
+    g = torch.Generator().manual_seed(7 + sum(map(int, (n, c_in, h, w_, c_out, groups))))
+    x, wt = torch.randn(n, c_in, h, w_, generator=g), torch.randn(c_out, c_in // groups, *k, generator=g)
+    b, bn_w, bn_b = (torch.randn(c_out, generator=g) for _ in range(3))
+    mean, var = torch.randn(c_out, generator=g), torch.rand(c_out, generator=g) + 0.5
+    geo = (stride, padding, dilation, groups)
+
+    def layer(x, w, b, bn_w, bn_b):
+        conv = F.conv2d(x, w, b, stride, padding, dilation, groups)
+        return F.batch_norm(conv, mean, var, bn_w, bn_b, False, 0.0, 1e-5).clamp(low, high)
+
+    conv, y = ops.conv2d_bn(x, wt, b, bn_w, bn_b, mean, var, 1e-5, *geo, low, high, True)
+    fan = (c_in // groups) * k[0] * k[1]
+    close(y, layer(x, wt, b, bn_w, bn_b), 1e-4 * max(1.0, fan ** 0.5), "conv2d_bn")
+    close(conv, F.conv2d(x, wt, b, stride, padding, dilation, groups), 1e-4 * max(1.0, fan ** 0.5), "conv2d_bn conv")
+    frozen = ops.conv2d_bn(x, wt, b, bn_w, bn_b, mean, var, 1e-5, *geo, low, high, False)
+    assert frozen[0].numel() == 0 and torch.equal(frozen[1], y)
+    gy = torch.randn(y.shape, generator=g)
+    want = grads(layer, (x, wt, b, bn_w, bn_b), gy)
+    got = ops.conv2d_bn_backward(gy, y, conv, x, wt, bn_w, mean, var, 1e-5, *geo, low, high, True, True, True)
+    close(got, tuple(want), 1e-4 * max(1.0, (n * y.shape[2] * y.shape[3]) ** 0.5), "conv2d_bn grads")
+    gx, gw, gb, gbw, gbb = ops.conv2d_bn_backward(gy, y, conv, x, wt, bn_w, mean, var, 1e-5, *geo, low, high,
+                                                  False, False, False)
+    assert gx.numel() == gb.numel() == gbw.numel() == gbb.numel() == 0
+    close(gw, want[1], 1e-4 * max(1.0, (n * y.shape[2] * y.shape[3]) ** 0.5), "conv2d_bn weight grad alone")
+
+
 @pytest.mark.parametrize("shape,kernel,stride,padding", [((2, 3, 8, 8), [2, 2], [2, 2], [0, 0]),
                                                          ((1, 2, 9, 7), [3, 3], [2, 2], [1, 1]),
                                                          ((2, 1, 5, 6), [3, 2], [1, 1], [1, 0])])
@@ -246,6 +281,9 @@ def test_out_variants_write_in_place(ops):
     (lambda d: d.cross_entropy_loss(torch.randn(4, 3), torch.zeros(4, dtype=torch.int32), -100), "target must be int64"),
     (lambda d: d.embedding_backward(torch.randn(3, 4), torch.tensor([0, 1, 9]), 5, -1), "dcx::embedding_backward: kernel failed"),
     (lambda d: d.max_pool2d(torch.randn(1, 1, 4, 4), [2, 2], [2, 2], [2, 2]), "padding may be at most half the window"),
+    (lambda d: d.conv2d_bn(torch.randn(1, 2, 4, 4), torch.randn(4, 2, 1, 1), None, None, None, torch.zeros(3),
+                           torch.ones(4), 1e-5, [1, 1], [0, 0], [1, 1], 1, 0.0, 6.0, True),
+     "dcx::conv2d_bn: running_mean must have shape \\[4\\]"),
 ])
 def test_bad_input_is_one_line(ops, call, match):
     with pytest.raises(RuntimeError, match=match) as e:
@@ -302,23 +340,32 @@ def _assert_trains_like_eager(program, pte: bytes, steps: int = 20):
         assert err <= tol.weights, f"{program.name}: weight {name} off by {err}"
 
 
-EXPECTED = {  # the dcx ops each training program's joint graph is rewritten to
+EXPECTED = {  # the dcx ops each training program's joint graph is rewritten to (DC-CCL's frozen mimic: XNNPACK)
     "coda.classifier.train": {"dcx::linear": 2, "dcx::linear_backward": 2, "dcx::bce_with_logits_loss": 1},
     "coda.recommender.train": {"dcx::linear": 3, "dcx::linear_backward": 3, "dcx::bce_with_logits_loss": 1},
-    "dcccl.train": {"dcx::conv2d": 4, "dcx::conv2d_backward": 2, "dcx::linear": 4, "dcx::linear_backward": 2,
+    "dcccl.train": {"dcx::conv2d": 2, "dcx::conv2d_backward": 2, "dcx::linear": 2, "dcx::linear_backward": 2,
                     "dcx::cross_entropy_loss": 1},
 }
+FROZEN_DELEGATES = {"coda.classifier.train": 0, "coda.recommender.train": 0, "dcccl.train": 1}
 
 
 @pytest.fixture(scope="module")
 def fast_programs():
+    """Each recipe's training program as ``dcx export`` builds it: the fast-training pass leaving the
+    frozen layers alone, then those lowered to XNNPACK."""
+    from dcx.export import ExportOptions
+    from dcx.export.executorch import EXPORTER
+    from dcx.export.passes import PassContext, run_passes
     from dcx.recipes import get_program
 
     out = {}
     for name in TRAIN:
         program = get_program(name)
-        ep, report = _fast(program)
-        out[name] = (program, _pte(ep), report)
+        ctx = PassContext(program, ExportOptions(), "executorch")
+        edge = run_passes(EXPORTER.passes(program, ctx.options), program.module, ctx)
+        records = {r.name: r.changes for r in ctx.records}
+        out[name] = (program, edge.to_executorch().buffer, {**records["fast_training"],
+                                                            "xnnpack": records["lower_frozen_to_xnnpack"]})
     return out
 
 
@@ -326,7 +373,10 @@ def fast_programs():
 def test_pass_rewrites_every_training_program(fast_programs, name):
     program, pte, report = fast_programs[name]
     assert report["ops"] == EXPECTED[name]
-    assert report["left_alone"] == []  # every convolution, product, loss of these programs runs on dcx kernels
+    # every convolution, product, loss of these programs runs on dcx kernels, or in XNNPACK when frozen
+    assert all(r["reason"] == "a frozen layer's forward: left for XNNPACK" for r in report["left_alone"]), report
+    assert report["xnnpack"]["delegates"] == FROZEN_DELEGATES[name]
+    assert not set(report["xnnpack"]["frozen_ops_left_on_portable"]) & {"convolution", "linear", "addmm", "mm"}
     ops_in_pte = _pte_operators(pte)
     assert {f"{op}.out" for op in EXPECTED[name]} <= ops_in_pte
     assert not ops_in_pte & {"aten::convolution.out", "aten::convolution_backward.out", "aten::mm.out",
@@ -358,9 +408,7 @@ def native_built():
     assert proc.returncode == 0, f"runtimes/native/build.sh failed:\n{proc.stdout}\n{proc.stderr}"
 
 
-@pytest.mark.parametrize("target", ["host", "qemu"])
-@pytest.mark.parametrize("name", TRAIN)
-def test_fast_program_trains_like_eager_in_native_runner(fast_programs, native_built, tmp_path, target, name):
+def _assert_native_trains_like_eager(program, pte: bytes, tmp_path, target: str, steps: int = 5):
     """The runner's in-place SGD on the parameter outputs, with the host or aarch64 kernel library."""
     from dcx.kernels import build_dir
     from dcx.android.qemu import QemuTarget
@@ -368,8 +416,6 @@ def test_fast_program_trains_like_eager_in_native_runner(fast_programs, native_b
     from dcx.targets.host import HostTarget
     from dcx.targets.runner import run_artifact
 
-    program, pte, _ = fast_programs[name]
-    steps = 5
     build_reference(program, steps=steps).save(tmp_path / "ref.safetensors")
     (tmp_path / "m.pte").write_bytes(pte)
     t = HostTarget() if target == "host" else QemuTarget()
@@ -383,6 +429,13 @@ def test_fast_program_trains_like_eager_in_native_runner(fast_programs, native_b
         assert float((got - w).abs().max()) <= DEFAULT_TOLERANCE.weights, pname
     if target == "qemu":
         assert run.instructions and run.instructions > 0
+
+
+@pytest.mark.parametrize("target", ["host", "qemu"])
+@pytest.mark.parametrize("name", TRAIN)
+def test_fast_program_trains_like_eager_in_native_runner(fast_programs, native_built, tmp_path, target, name):
+    program, pte, _ = fast_programs[name]
+    _assert_native_trains_like_eager(program, pte, tmp_path, target)
 
 
 class Unsupported(nn.Module):
@@ -431,39 +484,59 @@ def test_unsupported_nodes_stay_stock_and_are_reported(tmp_path):
 
 
 class Normalized(nn.Module):
-    """MobileNet-style conv + eval-mode batch norm (frozen statistics, trainable affine) + ReLU6, and a
-    layer norm: their decomposed backward regions become dcx kernels."""
+    """A MobileNet layer (conv + eval-mode batch norm with frozen statistics and a trainable affine +
+    ReLU6), a depthwise conv + batch norm with no activation, and a ReLU6 after a layer norm: the first
+    becomes the fused convolution kernels, the other regions' decomposed backward dcx kernels."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
         self.ln = nn.LayerNorm(32)
         self.fc = nn.Linear(32, 5)
 
     def forward(self, x, y):
         h = F.relu6(self.bn(self.conv(x)))            # [n, 8, 4, 4]
+        h = self.bn2(self.dw(h))
         h = F.avg_pool2d(h, 2).flatten(1)              # [n, 32]
-        return F.cross_entropy(self.fc(self.ln(h)), y)
+        return F.cross_entropy(self.fc(F.relu6(self.ln(h))), y)
 
 
-def test_norm_backward_regions_become_dcx_kernels():
+def _normalized_program():
     from dcx.programs import SGD, DeviceProgram
 
     torch.manual_seed(0)
     model = Normalized()
     with torch.no_grad():  # statistics as a trained network would have them
-        model.bn.running_mean.uniform_(-0.5, 0.5)
-        model.bn.running_var.uniform_(0.5, 2.0)
+        for bn in (model.bn, model.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
     g = torch.Generator().manual_seed(2)
     batches = [(torch.randn(6, 3, 8, 8, generator=g), torch.randint(0, 5, (6,), generator=g)) for _ in range(5)]
-    program = DeviceProgram("test.normalized", "train", model, batches[0], ("x", "y"), ("loss",), "norms",
-                            optimizer=SGD(0.1), batches=lambda steps, seed=0: batches[:steps])
+    return DeviceProgram("test.normalized", "train", model, batches[0], ("x", "y"), ("loss",), "norms",
+                         optimizer=SGD(0.1), batches=lambda steps, seed=0: batches[:steps])
+
+
+def test_norm_backward_regions_become_dcx_kernels():
+    program = _normalized_program()
     ep, report = _fast(program)
+    assert report["ops"]["dcx::conv2d_bn"] == 1 and report["ops"]["dcx::conv2d_bn_backward"] == 1, report
     assert {"dcx::batch_norm_frozen_backward", "dcx::layer_norm_backward", "dcx::threshold_backward",
-            "dcx::conv2d_backward", "dcx::cross_entropy_loss"} <= set(report["ops"]), report
+            "dcx::conv2d", "dcx::conv2d_backward", "dcx::cross_entropy_loss"} <= set(report["ops"]), report
     assert report["left_alone"] == []
+    stock = report["stock_ops"]
+    assert stock.get("aten.hardtanh") == 1 and stock.get("aten._native_batch_norm_legit_no_training") == 1, stock
+    assert "aten.clone" not in stock  # the fused layer's mask reads the clamp's output, not a copy of its input
     _assert_trains_like_eager(program, _pte(ep), steps=5)
+
+
+@pytest.mark.parametrize("target", ["host", "qemu"])
+def test_fused_conv_bn_trains_like_eager_in_native_runner(native_built, tmp_path, target):
+    """The fused convolution + batch norm + clamp kernels in the native runner: x86 and the NEON build."""
+    program = _normalized_program()
+    _assert_native_trains_like_eager(program, _pte(_fast(program)[0]), tmp_path, target)
 
 
 def test_pte_without_its_kernel_library_is_refused_in_one_line(fast_programs, tmp_path):

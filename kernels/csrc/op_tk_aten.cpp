@@ -153,6 +153,75 @@ Tensor3 conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& w, cons
   return {gx, gw, gb};
 }
 
+// ------------------------------------------------------------------------------------ convolution + frozen batch norm + clamp
+
+std::tuple<Tensor&, Tensor&> conv2d_bn_out(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b,
+                                           const std::optional<Tensor>& bn_w, const std::optional<Tensor>& bn_b,
+                                           const Tensor& mean, const Tensor& var, double eps, at::IntArrayRef stride,
+                                           at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, double low,
+                                           double high, bool keep_conv, Tensor& conv_out, Tensor& y) {
+  Inputs in;
+  tk::Shape o[2];
+  tk_conv2d s;
+  const tk::Arg ax = in(x, "x"), aw = in(w, "weight"), ab = in(b, "bias"), abw = in(bn_w, "bn_weight"),
+                abb = in(bn_b, "bn_bias"), am = in(mean, "running_mean"), av = in(var, "running_var");
+  fail_if(tk::conv2d_bn_check(ax, aw, ab, abw, abb, am, av, conv_params(stride, padding, dilation, groups), keep_conv, o,
+                              &s));
+  prepare(conv_out, o[0]);
+  prepare(y, o[1]);
+  fail_if(tk::conv2d_bn_run(s, ax, aw, ab, abw, abb, am, av, eps, low, high, keep_conv, f(conv_out),
+                            f(y)));
+  return {conv_out, y};
+}
+
+std::tuple<Tensor, Tensor> conv2d_bn(const Tensor& x, const Tensor& w, const std::optional<Tensor>& b,
+                                     const std::optional<Tensor>& bn_w, const std::optional<Tensor>& bn_b,
+                                     const Tensor& mean, const Tensor& var, double eps, at::IntArrayRef stride,
+                                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, double low,
+                                     double high, bool keep_conv) {
+  Tensor conv_out = empty_like_float(x), y = empty_like_float(x);
+  conv2d_bn_out(x, w, b, bn_w, bn_b, mean, var, eps, stride, padding, dilation, groups, low, high, keep_conv, conv_out, y);
+  return {conv_out, y};
+}
+
+using Tensor5 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
+using Tensor5Ref = std::tuple<Tensor&, Tensor&, Tensor&, Tensor&, Tensor&>;
+
+Tensor5Ref conv2d_bn_backward_out(const Tensor& gy, const Tensor& y, const Tensor& conv_out, const Tensor& x,
+                                  const Tensor& w, const std::optional<Tensor>& bn_w, const Tensor& mean,
+                                  const Tensor& var, double eps, at::IntArrayRef stride, at::IntArrayRef padding,
+                                  at::IntArrayRef dilation, int64_t groups, double low, double high, bool input_grad,
+                                  bool bias_grad, bool bn_grad, Tensor& gx, Tensor& gw, Tensor& gb, Tensor& gbw,
+                                  Tensor& gbb) {
+  Inputs in;
+  tk::Shape o[5];
+  tk_conv2d s;
+  const tk::Arg ag = in(gy, "grad_y"), ay = in(y, "y"), ac = in(conv_out, "conv_out"), ax = in(x, "x"),
+                aw = in(w, "weight"), abw = in(bn_w, "bn_weight"), am = in(mean, "running_mean"),
+                av = in(var, "running_var");
+  fail_if(tk::conv2d_bn_backward_check(ag, ay, ac, ax, aw, abw, am, av, conv_params(stride, padding, dilation, groups),
+                                       input_grad, bias_grad, bn_grad, o, &s));
+  Tensor* outs[5] = {&gx, &gw, &gb, &gbw, &gbb};
+  float* p[5];
+  for (int i = 0; i < 5; i++) {
+    prepare(*outs[i], o[i]);
+    p[i] = f(*outs[i]);
+  }
+  fail_if(tk::conv2d_bn_backward_run(s, ag, ay, ac, ax, aw, abw, am, av, eps, low, high, input_grad, bias_grad, bn_grad, p));
+  return {gx, gw, gb, gbw, gbb};
+}
+
+Tensor5 conv2d_bn_backward(const Tensor& gy, const Tensor& y, const Tensor& conv_out, const Tensor& x, const Tensor& w,
+                           const std::optional<Tensor>& bn_w, const Tensor& mean, const Tensor& var, double eps,
+                           at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                           double low, double high, bool input_grad, bool bias_grad, bool bn_grad) {
+  Tensor o[5];
+  for (Tensor& t : o) t = empty_like_float(gy);
+  conv2d_bn_backward_out(gy, y, conv_out, x, w, bn_w, mean, var, eps, stride, padding, dilation, groups, low, high,
+                         input_grad, bias_grad, bn_grad, o[0], o[1], o[2], o[3], o[4]);
+  return {o[0], o[1], o[2], o[3], o[4]};
+}
+
 // ------------------------------------------------------------------------------------ pooling
 
 std::tuple<Tensor&, Tensor&> max_pool2d_out(const Tensor& x, at::IntArrayRef kernel, at::IntArrayRef stride,
@@ -364,6 +433,8 @@ TORCH_LIBRARY_FRAGMENT(dcx, m) {
   const char* out3 = ", *, Tensor(a!) out0, Tensor(b!) out1, Tensor(c!) out2) -> (Tensor(a!), Tensor(b!), Tensor(c!))";
   const char* out2 = ", *, Tensor(a!) out0, Tensor(b!) out1) -> (Tensor(a!), Tensor(b!))";
   const char* out1 = ", *, Tensor(a!) out) -> Tensor(a!)";
+  const char* out5 = ", *, Tensor(a!) out0, Tensor(b!) out1, Tensor(c!) out2, Tensor(d!) out3, Tensor(e!) out4) -> "
+                     "(Tensor(a!), Tensor(b!), Tensor(c!), Tensor(d!), Tensor(e!))";
   struct Def {
     const char* name;
     const char* args;
@@ -380,6 +451,16 @@ TORCH_LIBRARY_FRAGMENT(dcx, m) {
        "Tensor grad_y, Tensor x, Tensor weight, Tensor? relu_out, int[2] stride, int[2] padding, int[2] dilation, int groups, "
        "bool input_grad, bool bias_grad",
        "(Tensor, Tensor, Tensor)", out3},
+      {"conv2d_bn",
+       "Tensor x, Tensor weight, Tensor? bias, Tensor? bn_weight, Tensor? bn_bias, Tensor running_mean, "
+       "Tensor running_var, float eps, int[2] stride, int[2] padding, int[2] dilation, int groups, float low, "
+       "float high, bool keep_conv",
+       "(Tensor, Tensor)", out2},
+      {"conv2d_bn_backward",
+       "Tensor grad_y, Tensor y, Tensor conv_out, Tensor x, Tensor weight, Tensor? bn_weight, Tensor running_mean, "
+       "Tensor running_var, float eps, int[2] stride, int[2] padding, int[2] dilation, int groups, float low, "
+       "float high, bool input_grad, bool bias_grad, bool bn_grad",
+       "(Tensor, Tensor, Tensor, Tensor, Tensor)", out5},
       {"max_pool2d", "Tensor x, int[2] kernel, int[2] stride, int[2] padding", "(Tensor, Tensor)", out2},
       {"max_pool2d_backward", "Tensor grad_y, Tensor x, Tensor indices, int[2] kernel, int[2] stride, int[2] padding", "Tensor",
        out1},
@@ -416,6 +497,10 @@ TORCH_LIBRARY_IMPL(dcx, CPU, m) {
   m.impl("conv2d.out", conv2d_out);
   m.impl("conv2d_backward", conv2d_backward);
   m.impl("conv2d_backward.out", conv2d_backward_out);
+  m.impl("conv2d_bn", conv2d_bn);
+  m.impl("conv2d_bn.out", conv2d_bn_out);
+  m.impl("conv2d_bn_backward", conv2d_bn_backward);
+  m.impl("conv2d_bn_backward.out", conv2d_bn_backward_out);
   m.impl("max_pool2d", max_pool2d);
   m.impl("max_pool2d.out", max_pool2d_out);
   m.impl("max_pool2d_backward", max_pool2d_backward);

@@ -21,6 +21,11 @@ struct tk_impl {
                         const float* bias, int relu, float* y);
   int (*conv2d_backward)(const struct tk_conv2d* s, const float* grad_y, const float* x,
                          const float* w, const float* relu_out, float* gx, float* gw, float* gb);
+  int (*conv2d_bn_forward)(const struct tk_conv2d* s, const float* x, const float* w, const float* bias,
+                           const struct tk_bn* bn, float lo, float hi, float* conv_out, float* y);
+  int (*conv2d_bn_backward)(const struct tk_conv2d* s, const float* grad_y, const float* y, const float* conv_out,
+                            const float* x, const float* w, const struct tk_bn* bn, float lo, float hi, float* gx,
+                            float* gw, float* gb, float* g_bn_w, float* g_bn_b);
   int (*max_pool2d_forward)(const struct tk_pool2d* s, const float* x, float* y, int64_t* indices);
   int (*max_pool2d_backward)(const struct tk_pool2d* s, const float* grad_y,
                              const int64_t* indices, float* gx);

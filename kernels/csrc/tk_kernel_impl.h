@@ -99,44 +99,89 @@ static void pack_b_strided(const void* ctx, int64_t k0, int64_t kc, int64_t j0, 
 
 #define TK_C_ROW(r) (crow ? crow[r] + c_rs : c + (r) * c_rs)
 
-struct tile_epilogue {
-  int load;            /* add the current C */
-  int finish;          /* last K block: add the biases, apply ReLU */
-  const float* bias_m; /* at the tile's first row, or NULL */
-  const float* bias_n; /* at the tile's first column, or NULL */
-  int relu;
+/* What a GEMM does with C[i, j] after the products, per row i (the output channel of a
+ * convolution): v = acc (+ C) + bias_m[i] + bias_n[j]; then, when scale_m, v * scale_m[i] +
+ * shift_m[i] (a folded frozen batch norm); then, when clamp, clamped to [lo, hi] (ReLU: [0, inf),
+ * NaN to lo). With out_delta (bytes), v before the scale and clamp stays in C and the final value
+ * goes out_delta bytes further (a second output of the same layout). */
+struct gemm_out {
+  const float* bias_m;
+  const float* bias_n;
+  const float* scale_m;
+  const float* shift_m;
+  float lo, hi;
+  int clamp;
+  intptr_t out_delta;
 };
 
-TK_INLINE void tile_store_row(float* c, int nr, v8f lo, v8f hi, const struct tile_epilogue* e,
-                              float bm, v8f bn_lo, v8f bn_hi) {
-  float tmp[NR];
+static const struct gemm_out plain_out = {NULL, NULL, NULL, NULL, 0.0f, 0.0f, 0, 0};
+
+static struct gemm_out relu_out_stage(const float* bias_m, const float* bias_n, int relu) {
+  return (struct gemm_out){bias_m, bias_n, NULL, NULL, 0.0f, INFINITY, relu, 0};
+}
+
+struct tile_epilogue {
+  int load;            /* add the current C */
+  int finish;          /* last K block: the output stage */
+  const float* bias_m; /* at the tile's first row, or NULL */
+  const float* bias_n; /* at the tile's first column, or NULL */
+  const float* scale_m; /* at the tile's first row, or NULL */
+  const float* shift_m;
+  const struct gemm_out* out;
+};
+
+TK_INLINE v8f select8(v8i keep, v8f a, v8f b) { return (v8f)(((v8i)a & keep) | ((v8i)b & ~keep)); }
+
+/* v clamped to [lo, hi]; NaN goes to lo */
+TK_INLINE v8f clamp8(v8f v, v8f lo, v8f hi) {
+  v = select8(v > lo, v, lo);
+  return select8(v < hi, v, hi);
+}
+
+TK_INLINE v8f finish8(v8f v, float scale, float shift, const struct gemm_out* o) {
+  if (o->scale_m) v = v * splat8(scale) + splat8(shift);
+  return o->clamp ? clamp8(v, splat8(o->lo), splat8(o->hi)) : v;
+}
+
+TK_INLINE void store_row16(float* c, int nr, v8f lo, v8f hi) {
+  if (nr == NR) {
+    st8(c, lo);
+    st8(c + 8, hi);
+  } else {
+    float tmp[NR];
+    st8(tmp, lo);
+    st8(tmp + 8, hi);
+    for (int i = 0; i < nr; i++) c[i] = tmp[i];
+  }
+}
+
+TK_INLINE void tile_store_row(float* c, int nr, v8f lo, v8f hi, const struct tile_epilogue* e, int r, v8f bn_lo,
+                              v8f bn_hi) {
   if (e->load) {
     if (nr == NR) {
       lo += ld8(c);
       hi += ld8(c + 8);
     } else {
+      float tmp[NR];
       for (int i = 0; i < NR; i++) tmp[i] = i < nr ? c[i] : 0.0f;
       lo += ld8(tmp);
       hi += ld8(tmp + 8);
     }
   }
   if (e->finish) {
-    lo += bn_lo + splat8(bm);
-    hi += bn_hi + splat8(bm);
-    if (e->relu) {
-      const v8f z = splat8(0.0f);
-      lo = (v8f)((v8i)lo & (v8i)(lo > z));
-      hi = (v8f)((v8i)hi & (v8i)(hi > z));
+    const struct gemm_out* o = e->out;
+    const v8f bm = splat8(e->bias_m ? e->bias_m[r] : 0.0f);
+    lo += bn_lo + bm;
+    hi += bn_hi + bm;
+    if (o->out_delta) {
+      store_row16(c, nr, lo, hi);
+      c = (float*)(void*)((char*)c + o->out_delta);
     }
+    const float sc = e->scale_m ? e->scale_m[r] : 1.0f, sh = e->shift_m ? e->shift_m[r] : 0.0f;
+    lo = finish8(lo, sc, sh, o);
+    hi = finish8(hi, sc, sh, o);
   }
-  if (nr == NR) {
-    st8(c, lo);
-    st8(c + 8, hi);
-  } else {
-    st8(tmp, lo);
-    st8(tmp + 8, hi);
-    for (int i = 0; i < nr; i++) c[i] = tmp[i];
-  }
+  store_row16(c, nr, lo, hi);
 }
 
 TK_INLINE void bias_n_lanes(const struct tile_epilogue* e, int nr, v8f* lo, v8f* hi) {
@@ -169,8 +214,7 @@ TK_INLINE void bias_n_lanes(const struct tile_epilogue* e, int nr, v8f* lo, v8f*
     vst1q_f32(lanes + 4, c##r##1);                                                               \
     vst1q_f32(lanes + 8, c##r##2);                                                               \
     vst1q_f32(lanes + 12, c##r##3);                                                              \
-    tile_store_row(TK_C_ROW(r), nr, ld8(lanes), ld8(lanes + 8), e, e->bias_m ? e->bias_m[r] : 0.0f, \
-                   bn_lo, bn_hi);                                                                \
+    tile_store_row(TK_C_ROW(r), nr, ld8(lanes), ld8(lanes + 8), e, r, bn_lo, bn_hi);            \
   }
 
 /* NEON: 24 q accumulators, 4 q of B and 6 floats of A (one q + one d) per k: fmla by lane. */
@@ -206,8 +250,7 @@ TK_INLINE void micro_body(const int indirect, int64_t kc, const float* ap, const
   }
 #define TK_ROW_STORE(r)                                                                            \
   if (mr > r)                                                                                      \
-    tile_store_row(TK_C_ROW(r), nr, c##r##0, c##r##1, e, e->bias_m ? e->bias_m[r] : 0.0f, bn_lo, \
-                   bn_hi);
+    tile_store_row(TK_C_ROW(r), nr, c##r##0, c##r##1, e, r, bn_lo, bn_hi);
 
 TK_INLINE void micro_body(const int indirect, int64_t kc, const float* ap, const float* bp, int64_t b_rs,
                           const float* const* brow, float* c, int64_t c_rs, float* const* crow, int mr, int nr,
@@ -270,17 +313,21 @@ static void pack_a_all(int64_t m, int64_t k, struct operand a, float* dst) {
   }
 }
 
-/* C = A B (+ C when accumulate) (+ biases, ReLU). C row i is c + i*c_rs, or, with c_rows, c_rows[i]
- * (rows anywhere, even overlapping: they are read, added to and written one after the other). */
+/* C = A B (+ C when accumulate), then the output stage o. C row i is c + i*c_rs, or, with c_rows,
+ * c_rows[i] (rows anywhere, even overlapping: they are read, added to and written one after the
+ * other). */
 static void gemm_run_rows(int64_t m, int64_t n, int64_t k, struct operand a, const float* a_full, struct operand b,
-                          float* c, int64_t c_rs, float* const* c_rows, int accumulate, const float* bias_m,
-                          const float* bias_n, int relu, float* ws) {
-  if (k == 0) { /* C = (accumulate ? C : 0) + biases */
+                          float* c, int64_t c_rs, float* const* c_rows, int accumulate, const struct gemm_out* o,
+                          float* ws) {
+  if (k == 0) { /* C = (accumulate ? C : 0), then the output stage, one column at a time */
     for (int64_t i = 0; i < m; i++) {
       float* ci = c_rows ? c_rows[i] : c + i * c_rs;
       for (int64_t j = 0; j < n; j++) {
-        float v = (accumulate ? ci[j] : 0.0f) + (bias_m ? bias_m[i] : 0.0f) + (bias_n ? bias_n[j] : 0.0f);
-        ci[j] = relu && !(v > 0.0f) ? 0.0f : v;
+        struct tile_epilogue e = {accumulate, 1, o->bias_m ? o->bias_m + i : NULL, o->bias_n ? o->bias_n + j : NULL,
+                                  o->scale_m ? o->scale_m + i : NULL, o->shift_m ? o->shift_m + i : NULL, o};
+        v8f bn_lo, bn_hi;
+        bias_n_lanes(&e, 1, &bn_lo, &bn_hi);
+        tile_store_row(ci + j, 1, splat8(0.0f), splat8(0.0f), &e, 0, bn_lo, bn_hi);
       }
     }
     return;
@@ -306,7 +353,7 @@ static void gemm_run_rows(int64_t m, int64_t n, int64_t k, struct operand a, con
             panel_rs[jr / NR] = NR;
           }
         }
-      struct tile_epilogue e = {accumulate || pc > 0, pc + kc >= k, NULL, NULL, relu};
+      struct tile_epilogue e = {accumulate || pc > 0, pc + kc >= k, NULL, NULL, NULL, NULL, o};
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = min64(MC, m - ic);
         const float* ap;
@@ -318,9 +365,11 @@ static void gemm_run_rows(int64_t m, int64_t n, int64_t k, struct operand a, con
         }
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int nr = (int)min64(NR, nc - jr);
-          e.bias_n = bias_n ? bias_n + jc + jr : NULL;
+          e.bias_n = o->bias_n ? o->bias_n + jc + jr : NULL;
           for (int64_t ir = 0; ir < mc; ir += MR) {
-            e.bias_m = bias_m ? bias_m + ic + ir : NULL;
+            e.bias_m = o->bias_m ? o->bias_m + ic + ir : NULL;
+            e.scale_m = o->scale_m ? o->scale_m + ic + ir : NULL;
+            e.shift_m = o->shift_m ? o->shift_m + ic + ir : NULL;
             const int mr = (int)min64(MR, mc - ir);
             if (b.rows) {
               micro_tile_rows(kc, ap + ir * kc, b.rows + pc, jc + jr, c + (ic + ir) * c_rs + jc + jr, c_rs, mr, nr, &e);
@@ -338,9 +387,8 @@ static void gemm_run_rows(int64_t m, int64_t n, int64_t k, struct operand a, con
 }
 
 static void gemm_run(int64_t m, int64_t n, int64_t k, struct operand a, const float* a_full,
-                     struct operand b, float* c, int64_t c_rs, int accumulate, const float* bias_m,
-                     const float* bias_n, int relu, float* ws) {
-  gemm_run_rows(m, n, k, a, a_full, b, c, c_rs, NULL, accumulate, bias_m, bias_n, relu, ws);
+                     struct operand b, float* c, int64_t c_rs, int accumulate, const struct gemm_out* o, float* ws) {
+  gemm_run_rows(m, n, k, a, a_full, b, c, c_rs, NULL, accumulate, o, ws);
 }
 
 static struct operand strided_a(struct strided* s) { return (struct operand){pack_a_strided, s, NULL, 0, NULL}; }
@@ -410,7 +458,8 @@ static int gemm_strided(int64_t m, int64_t n, int64_t k, const float* a, int64_t
   if (!ws) ws = tk__scratch(gemm_workspace(m, n));
   if (!ws) return TK_ENOMEM;
   struct strided sa = {a, a_rs, a_cs}, sb = {b, b_rs, b_cs};
-  gemm_run(m, n, k, strided_a(&sa), NULL, strided_b(&sb), c, c_rs, accumulate, bias_m, bias_n, relu, ws);
+  const struct gemm_out o = relu_out_stage(bias_m, bias_n, relu);
+  gemm_run(m, n, k, strided_a(&sa), NULL, strided_b(&sb), c, c_rs, accumulate, &o, ws);
   return TK_OK;
 }
 
@@ -679,15 +728,6 @@ static size_t phase_floats(const struct conv_dims* d) { return (size_t)(d->plane
 
 static int is_depthwise(const struct tk_conv2d* s) { return s->groups == s->c_in && s->c_out == s->c_in && s->groups > 1; }
 
-/* Output columns [lo, hi) whose input column ow*sw + off lies inside [0, w). */
-static void valid_cols(int64_t ow_n, int64_t w, int64_t sw, int64_t off, int64_t* lo, int64_t* hi) {
-  const int64_t a = off >= 0 ? 0 : ceil_div(-off, sw);
-  const int64_t b = (w - 1 - off) < 0 ? -1 : (w - 1 - off) / sw;
-  *lo = a;
-  *hi = min64(ow_n, b + 1);
-  if (*hi < *lo) *hi = *lo;
-}
-
 /* Where input column iw lands: phase column b = (iw + pw) % sw at q = (iw + pw) / sw. Per phase
  * column b, the first input column iw0[b] and its q0[b] (then iw += sw, q += 1): no division in
  * the loops. */
@@ -780,106 +820,409 @@ static void tap_rows(const struct tk_conv2d* s, const struct conv_dims* d, int64
       }
 }
 
-/* y[o] += wv * x[o*sw] for o in [lo, hi): one tap of a depthwise row. */
-static void dw_row_tap(float* y, const float* x, int64_t lo, int64_t hi, int64_t sw, float wv) {
-  int64_t o = lo;
-  if (sw == 1) {
-    const v8f vw = splat8(wv);
-    for (; o + 8 <= hi; o += 8) st8(y + o, ld8(y + o) + vw * ld8(x + o));
+/* ------------------------------------------------------------------ the output stage, the gradient in */
+
+/* y[i] = the output stage o of v[i] + bias (channel ch); raw[i] = v[i] + bias too when raw. */
+static void out_row(const float* v, int64_t n, int64_t ch, const struct gemm_out* o, float* raw, float* y) {
+  const float bias = o->bias_m ? o->bias_m[ch] : 0.0f;
+  const float sc = o->scale_m ? o->scale_m[ch] : 1.0f, sh = o->shift_m ? o->shift_m[ch] : 0.0f;
+  const v8f vb = splat8(bias);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const v8f t = ld8(v + i) + vb;
+    if (raw) st8(raw + i, t);
+    st8(y + i, finish8(t, sc, sh, o));
   }
-#if defined(TK_USE_NEON)
-  else if (sw == 2) { /* deinterleave: even lanes are the taps */
-    const float32x4_t vw = vdupq_n_f32(wv);
-    for (; o + 5 <= hi; o += 4) { /* reads x[2o .. 2o+7]: stays below the last tap 2(hi-1) */
-      const float32x4x2_t xv = vld2q_f32(x + 2 * o);
-      vst1q_f32(y + o, vfmaq_f32(vld1q_f32(y + o), xv.val[0], vw));
+  if (i < n) {
+    float tv[8] = {0}, tr[8];
+    for (int64_t j = i; j < n; j++) tv[j - i] = v[j];
+    const v8f t = ld8(tv) + vb;
+    st8(tr, t);
+    st8(tv, finish8(t, sc, sh, o));
+    for (int64_t j = i; j < n; j++) {
+      if (raw) raw[j] = tr[j - i];
+      y[j] = tv[j - i];
     }
   }
-#endif
-  for (; o < hi; o++) y[o] += wv * x[o * sw];
 }
 
-/* The taps of depthwise output row oh that fall inside the input: input row ih, column offset off
- * (input column o*sw + off for output column o), the output columns [lo, hi) they reach, and the
- * weight index. Returns how many (at most kh*kw). */
-struct dw_tap {
-  int64_t ih, off, lo, hi, widx;
+/* The output gradient a convolution backward reads, g = grad_y * (lo < y < hi) (when y: the mask
+ * of a clamp, ReLU: lo 0, hi inf) * scale[c] (when scale: a frozen batch norm's). With sum_g,
+ * each row fetched also adds sum(g') and sum(g' * (conv_out - mean[c])) (g' before the scale)
+ * into sum_g[c] and sum_gx[c]: the batch norm's parameter gradients, once every row is fetched
+ * exactly once. */
+struct grad_src {
+  const float* gy;
+  const float* y;
+  float lo, hi;
+  const float* scale;
+  float* sum_g;
+  float* sum_gx;
+  const float* conv_out;
+  const float* mean;
 };
 
-static int dw_taps(const struct tk_conv2d* s, const struct conv_dims* d, int64_t oh, struct dw_tap* taps) {
-  int n = 0;
-  for (int64_t i = 0; i < s->kh; i++) {
-    const int64_t ih = oh * s->stride_h - s->pad_h + i * s->dil_h;
-    if (ih < 0 || ih >= s->h) continue;
-    for (int64_t j = 0; j < s->kw; j++) {
-      struct dw_tap* t = &taps[n++];
-      t->ih = ih;
-      t->off = j * s->dil_w - s->pad_w;
-      t->widx = i * s->kw + j;
-      valid_cols(d->ow, s->w, s->stride_w, t->off, &t->lo, &t->hi);
+/* dst[i] = g at flat index at + i, channel ch */
+static void grad_row(const struct grad_src* src, int64_t at, int64_t n, int64_t ch, float* dst) {
+  const float* gy = src->gy + at;
+  const float* y = src->y ? src->y + at : NULL;
+  const float* cx = src->sum_g ? src->conv_out + at : NULL;
+  const v8f vlo = splat8(src->lo), vhi = splat8(src->hi), sc = splat8(src->scale ? src->scale[ch] : 1.0f);
+  const v8f mean = splat8(cx ? src->mean[ch] : 0.0f);
+  v8f acc_g = splat8(0.0f), acc_gx = splat8(0.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    v8f g = ld8(gy + i);
+    if (y) {
+      const v8f yv = ld8(y + i);
+      g = (v8f)((v8i)g & ((yv > vlo) & (yv < vhi)));
     }
+    if (cx) {
+      acc_g += g;
+      acc_gx += g * (ld8(cx + i) - mean);
+    }
+    st8(dst + i, src->scale ? g * sc : g);
   }
-  return n;
+  float sg = hsum8(acc_g), sgx = hsum8(acc_gx);
+  for (; i < n; i++) {
+    float g = gy[i];
+    if (y && !(y[i] > src->lo && y[i] < src->hi)) g = 0.0f;
+    if (cx) {
+      sg += g;
+      sgx += g * (cx[i] - mean[0]);
+    }
+    dst[i] = src->scale ? g * sc[0] : g;
+  }
+  if (cx) {
+    src->sum_g[ch] += sg;
+    src->sum_gx[ch] += sgx;
+  }
 }
 
-static void depthwise_forward_plane(const struct tk_conv2d* s, const struct conv_dims* d, const float* x,
-                                    const float* w, float bias, int relu, float* y) {
-  struct dw_tap taps[s->kh * s->kw];
-  for (int64_t oh = 0; oh < d->oh; oh++) {
-    float* yr = y + oh * d->ow;
-    for (int64_t o = 0; o < d->ow; o++) yr[o] = bias;
-    const int n = dw_taps(s, d, oh, taps);
-    for (int t = 0; t < n; t++)
-      dw_row_tap(yr, x + taps[t].ih * s->w + taps[t].off, taps[t].lo, taps[t].hi, s->stride_w, w[taps[t].widx]);
-    if (relu)
-      for (int64_t o = 0; o < d->ow; o++) yr[o] = yr[o] > 0.0f ? yr[o] : 0.0f;
+/* ------------------------------------------------------------------ depthwise: eight channels per vector */
+
+/* A depthwise convolution runs on blocks of eight channels held channels-last: one vector is one
+ * pixel of the eight channels, so every tap of every output pixel is one full-width FMA, for any
+ * plane size and stride, and the block's weights are nine vectors (lanes past c_in are zero and
+ * never stored). Per image and block: the input goes into a zero-bordered [hp][wp][8] buffer
+ * (8 x 8 transposes), the taps run, and the result comes back to NCHW through the output stage;
+ * backward, the gradient is fetched plane by plane (grad_row), transposed, and one pass over the
+ * output pixels adds into the nine weight-gradient vectors and scatters into the padded input
+ * gradient. */
+
+TK_INLINE void transpose8(v8f r[8]) {
+  v8f t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int j = 0; j < 2; j++) {
+      u[i + j] = __builtin_shufflevector(t[i + j], t[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[i + j + 2] = __builtin_shufflevector(t[i + j], t[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  /* u[0..3]: pixels 0/4, 2/6, 1/5, 3/7 of channels 0-3; u[4..7] the same of channels 4-7 */
+  static const int order[4] = {0, 2, 1, 3};
+  for (int i = 0; i < 4; i++) {
+    r[order[i]] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[order[i] + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
   }
 }
 
-/* gx plane += taps of g (the transpose of depthwise_forward_plane); gw[i, j] += sum g * x. */
-static void depthwise_backward_plane(const struct tk_conv2d* s, const struct conv_dims* d, const float* g,
-                                     const float* x, const float* w, float* gx, float* gw) {
-  struct dw_tap taps[s->kh * s->kw];
-  const int64_t sw = s->stride_w;
-  for (int64_t oh = 0; oh < d->oh; oh++) {
-    const float* gr = g + oh * d->ow;
-    const int n = dw_taps(s, d, oh, taps);
-    for (int t = 0; t < n; t++) {
-      const int64_t lo = taps[t].lo, hi = taps[t].hi, at = taps[t].ih * s->w + taps[t].off;
-      if (gw) {
-        const float* xr = x + at;
-        float acc = 0.0f;
-        if (sw == 1) acc = dot_row(gr + lo, xr + lo, hi - lo);
-        else
-          for (int64_t o = lo; o < hi; o++) acc += gr[o] * xr[o * sw];
-        gw[taps[t].widx] += acc;
+/* c8[q*8 + l] = src[l][q] for q < n (src[l] NULL: zero) */
+static void to_c8(const float* const src[8], int64_t n, float* c8) {
+  static const float zeros[8] = {0};
+  v8f r[8];
+  int64_t q = 0;
+  for (; q + 8 <= n; q += 8) {
+    for (int l = 0; l < 8; l++) r[l] = src[l] ? ld8(src[l] + q) : splat8(0.0f);
+    transpose8(r);
+    for (int l = 0; l < 8; l++) st8(c8 + (q + l) * 8, r[l]);
+  }
+  if (q < n) {
+    float tmp[8][8];
+    for (int l = 0; l < 8; l++) {
+      for (int i = 0; i < 8; i++) tmp[l][i] = src[l] && q + i < n ? src[l][q + i] : zeros[i];
+      r[l] = ld8(tmp[l]);
+    }
+    transpose8(r);
+    for (int64_t i = 0; q + i < n; i++) st8(c8 + (q + i) * 8, r[i]);
+  }
+}
+
+/* dst[l][q] = c8[q*8 + l] for q < n and dst[l] not NULL */
+static void from_c8(const float* c8, int64_t n, float* const dst[8]) {
+  v8f r[8];
+  int64_t q = 0;
+  for (; q + 8 <= n; q += 8) {
+    for (int l = 0; l < 8; l++) r[l] = ld8(c8 + (q + l) * 8);
+    transpose8(r);
+    for (int l = 0; l < 8; l++)
+      if (dst[l]) st8(dst[l] + q, r[l]);
+  }
+  if (q < n) {
+    for (int l = 0; l < 8; l++) r[l] = q + l < n ? ld8(c8 + (q + l) * 8) : splat8(0.0f);
+    transpose8(r);
+    float tmp[8];
+    for (int l = 0; l < 8; l++)
+      if (dst[l]) {
+        st8(tmp, r[l]);
+        for (int64_t i = 0; q + i < n; i++) dst[l][q + i] = tmp[i];
       }
-      if (gx) {
-        float* gxr = gx + at;
-        const float wv = w[taps[t].widx];
-        if (sw == 1) {
-          const v8f vw = splat8(wv);
-          int64_t o = lo;
-          for (; o + 8 <= hi; o += 8) st8(gxr + o, ld8(gxr + o) + vw * ld8(gr + o));
-          for (; o < hi; o++) gxr[o] += wv * gr[o];
-        } else {
-          for (int64_t o = lo; o < hi; o++) gxr[o * sw] += wv * gr[o];
+  }
+}
+
+struct dw_geom {
+  int64_t oh, ow, p, hp, wp, taps;
+};
+
+static struct dw_geom dw_geom(const struct tk_conv2d* s) {
+  struct dw_geom g;
+  g.oh = tk_conv2d_out_h(s);
+  g.ow = tk_conv2d_out_w(s);
+  g.p = g.oh * g.ow;
+  g.hp = max64(s->h + s->pad_h, (g.oh - 1) * s->stride_h + (s->kh - 1) * s->dil_h + 1);
+  g.wp = max64(s->w + s->pad_w, (g.ow - 1) * s->stride_w + (s->kw - 1) * s->dil_w + 1);
+  g.taps = s->kh * s->kw;
+  return g;
+}
+
+/* The planes of channels c0 .. c0+7 of image b of t (NULL past c_in), each plane_len floats. */
+static void block_planes(const float* t, int64_t b, int64_t c, int64_t c0, int64_t plane_len, const float* out[8]) {
+  for (int l = 0; l < 8; l++) out[l] = c0 + l < c ? t + (b * c + c0 + l) * plane_len : NULL;
+}
+
+/* xp = the zero-bordered [hp][wp][8] image of the 8 planes (transposed whole into tmp [h*w][8]) */
+static void pad_c8(const struct tk_conv2d* s, const struct dw_geom* g, const float* const planes[8], float* tmp,
+                   float* xp) {
+  to_c8(planes, s->h * s->w, tmp);
+  memset(xp, 0, sizeof(float) * 8 * (size_t)(g->hp * g->wp));
+  for (int64_t ih = 0; ih < s->h; ih++)
+    memcpy(xp + ((ih + s->pad_h) * g->wp + s->pad_w) * 8, tmp + ih * s->w * 8, sizeof(float) * 8 * (size_t)s->w);
+}
+
+/* the offsets (in floats) of the taps in the padded buffer, and the weights of the block by tap */
+static void dw_block_taps(const struct tk_conv2d* s, const struct dw_geom* g, const float* w, int64_t c0,
+                          int64_t* off, float* wv) {
+  for (int64_t i = 0; i < s->kh; i++)
+    for (int64_t j = 0; j < s->kw; j++) {
+      const int64_t t = i * s->kw + j;
+      off[t] = (i * s->dil_h * g->wp + j * s->dil_w) * 8;
+      for (int l = 0; l < 8; l++) wv[t * 8 + l] = c0 + l < s->c_in ? w[(c0 + l) * g->taps + t] : 0.0f;
+    }
+}
+
+/* The scratch of a depthwise call, carved: padded input (and, backward, input gradient) [hp][wp][8],
+ * one image [h*w][8], output pixels [p][8], 8 output planes, the block's weights and weight-gradient
+ * sums by tap, the tap offsets. */
+struct dw_bufs {
+  float *xp, *gxp, *xc, *pix, *planes, *wv, *acc;
+  int64_t* off;
+};
+
+static int dw_bufs(const struct tk_conv2d* s, const struct dw_geom* g, int backward, struct dw_bufs* b) {
+  const size_t pad = 8 * (size_t)(g->hp * g->wp), out = 8 * (size_t)g->p, img = 8 * (size_t)(s->h * s->w);
+  const size_t taps = (size_t)g->taps;
+  float* ws = tk__scratch((backward ? 2 : 1) * pad + img + 2 * out + 18 * taps);
+  if (!ws) return TK_ENOMEM;
+  b->xp = ws;
+  b->gxp = backward ? ws + pad : NULL;
+  b->xc = ws + (backward ? 2 : 1) * pad;
+  b->pix = b->xc + img;
+  b->planes = b->pix + out;
+  b->wv = b->planes + out;
+  b->acc = b->wv + 8 * taps;
+  b->off = (int64_t*)(void*)(b->acc + 8 * taps);
+  return TK_OK;
+}
+
+static int depthwise_forward(const struct tk_conv2d* s, const float* x, const float* w, const struct gemm_out* o,
+                             float* raw, float* y) {
+  const struct dw_geom g = dw_geom(s);
+  struct dw_bufs bf;
+  if (dw_bufs(s, &g, 0, &bf)) return TK_ENOMEM;
+  float *xp = bf.xp, *xc = bf.xc, *yc = bf.pix, *planes = bf.planes, *wv = bf.wv;
+  int64_t* off = bf.off;
+  const int64_t step = s->stride_w * 8, row_step = s->stride_h * g.wp * 8;
+  for (int64_t c0 = 0; c0 < s->c_in; c0 += 8) {
+    dw_block_taps(s, &g, w, c0, off, wv);
+    for (int64_t b = 0; b < s->n; b++) {
+      const float* src[8];
+      block_planes(x, b, s->c_in, c0, s->h * s->w, src);
+      pad_c8(s, &g, src, xc, xp);
+      for (int64_t oh = 0; oh < g.oh; oh++) {
+        const float* xr = xp + oh * row_step;
+        float* yr = yc + oh * g.ow * 8;
+        int64_t ow = 0;
+        for (; ow + 4 <= g.ow; ow += 4) {
+          v8f a0 = splat8(0.0f), a1 = a0, a2 = a0, a3 = a0;
+          const float* xq = xr + ow * step;
+          for (int64_t t = 0; t < g.taps; t++) {
+            const v8f wt = ld8(wv + t * 8);
+            const float* xt = xq + off[t];
+            a0 += wt * ld8(xt);
+            a1 += wt * ld8(xt + step);
+            a2 += wt * ld8(xt + 2 * step);
+            a3 += wt * ld8(xt + 3 * step);
+          }
+          st8(yr + ow * 8, a0);
+          st8(yr + ow * 8 + 8, a1);
+          st8(yr + ow * 8 + 16, a2);
+          st8(yr + ow * 8 + 24, a3);
+        }
+        for (; ow < g.ow; ow++) {
+          v8f a = splat8(0.0f);
+          for (int64_t t = 0; t < g.taps; t++) a += ld8(wv + t * 8) * ld8(xr + ow * step + off[t]);
+          st8(yr + ow * 8, a);
         }
       }
+      float* dst[8];
+      for (int l = 0; l < 8; l++) dst[l] = c0 + l < s->c_in ? planes + l * g.p : NULL;
+      from_c8(yc, g.p, dst);
+      for (int l = 0; l < 8 && c0 + l < s->c_in; l++) {
+        const int64_t at = (b * s->c_out + c0 + l) * g.p;
+        out_row(planes + l * g.p, g.p, c0 + l, o, raw ? raw + at : NULL, y + at);
+      }
     }
   }
+  return TK_OK;
 }
 
-static int impl_conv2d_forward(const struct tk_conv2d* s, const float* x, const float* w, const float* bias,
-                               int relu, float* y) {
-  const struct conv_dims d = conv_dims(s);
-  if (is_depthwise(s)) {
-    for (int64_t b = 0; b < s->n; b++)
-      for (int64_t c = 0; c < s->c_in; c++)
-        depthwise_forward_plane(s, &d, x + (b * s->c_in + c) * d.hw, w + c * s->kh * s->kw,
-                                bias ? bias[c] : 0.0f, relu, y + (b * s->c_out + c) * d.p);
-    return TK_OK;
+static int depthwise_backward(const struct tk_conv2d* s, const struct grad_src* src, const float* x, const float* w,
+                              float* gx, float* gw, float* gb) {
+  const struct dw_geom g = dw_geom(s);
+  struct dw_bufs bf;
+  if (dw_bufs(s, &g, 1, &bf)) return TK_ENOMEM;
+  const size_t pad = 8 * (size_t)(g.hp * g.wp);
+  float *xp = bf.xp, *gxp = bf.gxp, *xc = bf.xc, *gc = bf.pix, *planes = bf.planes, *wv = bf.wv, *acc = bf.acc;
+  int64_t* off = bf.off;
+  const int64_t step = s->stride_w * 8, row_step = s->stride_h * g.wp * 8;
+  if (gb) memset(gb, 0, sizeof(float) * (size_t)s->c_out);
+  for (int64_t c0 = 0; c0 < s->c_in; c0 += 8) {
+    dw_block_taps(s, &g, w, c0, off, wv);
+    memset(acc, 0, sizeof(float) * 8 * (size_t)g.taps);
+    for (int64_t b = 0; b < s->n; b++) {
+      const float* gp[8];
+      for (int l = 0; l < 8; l++) {
+        gp[l] = c0 + l < s->c_in ? planes + l * g.p : NULL;
+        if (!gp[l]) continue;
+        grad_row(src, (b * s->c_out + c0 + l) * g.p, g.p, c0 + l, planes + l * g.p);
+        if (gb) gb[c0 + l] += sum_row(planes + l * g.p, g.p);
+      }
+      to_c8(gp, g.p, gc);
+      if (gw) {
+        const float* xs[8];
+        block_planes(x, b, s->c_in, c0, s->h * s->w, xs);
+        pad_c8(s, &g, xs, xc, xp);
+      }
+      if (gx) memset(gxp, 0, sizeof(float) * pad);
+      for (int64_t t = 0; t < g.taps; t++) /* tap by tap: two accumulators, or one scatter, per pass */
+        for (int64_t oh = 0; oh < g.oh; oh++) {
+          const float* gr = gc + oh * g.ow * 8;
+          const int64_t at = oh * row_step + off[t];
+          if (gw) {
+            const float* xr = xp + at;
+            v8f a0 = ld8(acc + t * 8), a1 = splat8(0.0f);
+            int64_t ow = 0;
+            for (; ow + 2 <= g.ow; ow += 2) {
+              a0 += ld8(gr + ow * 8) * ld8(xr + ow * step);
+              a1 += ld8(gr + ow * 8 + 8) * ld8(xr + (ow + 1) * step);
+            }
+            if (ow < g.ow) a0 += ld8(gr + ow * 8) * ld8(xr + ow * step);
+            st8(acc + t * 8, a0 + a1);
+          }
+          if (gx) {
+            float* xr = gxp + at;
+            const v8f wt = ld8(wv + t * 8);
+            for (int64_t ow = 0; ow < g.ow; ow++) st8(xr + ow * step, ld8(xr + ow * step) + wt * ld8(gr + ow * 8));
+          }
+        }
+      if (gx) {
+        float* dst[8];
+        for (int l = 0; l < 8; l++) dst[l] = c0 + l < s->c_in ? gx + (b * s->c_in + c0 + l) * s->h * s->w : NULL;
+        for (int64_t ih = 0; ih < s->h; ih++)
+          memcpy(xc + ih * s->w * 8, gxp + ((ih + s->pad_h) * g.wp + s->pad_w) * 8, sizeof(float) * 8 * (size_t)s->w);
+        from_c8(xc, s->h * s->w, dst);
+      }
+    }
+    if (gw)
+      for (int l = 0; l < 8 && c0 + l < s->c_in; l++)
+        for (int64_t t = 0; t < g.taps; t++) gw[(c0 + l) * g.taps + t] = acc[t * 8 + l];
   }
+  return TK_OK;
+}
+
+/* ------------------------------------------------------------------ pointwise: plain GEMMs per image */
+
+static int is_pointwise(const struct tk_conv2d* s) {
+  return s->kh == 1 && s->kw == 1 && s->stride_h == 1 && s->stride_w == 1 && s->pad_h == 0 && s->pad_w == 0 &&
+         s->groups == 1;
+}
+
+/* y_b [c_out, hw] = W [c_out, c_in] x_b [c_in, hw]: x rows read in place, the output stage in the tiles. */
+static int pointwise_forward(const struct tk_conv2d* s, const float* x, const float* w, const struct gemm_out* o,
+                             float* raw, float* y) {
+  const int64_t hw = s->h * s->w;
+  const size_t pa = packed_a_size(s->c_out, s->c_in), ws_n = gemm_workspace(s->c_out, hw);
+  float* ws = tk__scratch(pa + ws_n);
+  if (!ws) return TK_ENOMEM;
+  struct strided sw = {w, s->c_in, 1};
+  pack_a_all(s->c_out, s->c_in, strided_a(&sw), ws);
+  struct gemm_out ob = *o;
+  ob.out_delta = raw ? (intptr_t)((char*)y - (char*)raw) : 0; /* the two outputs have the same layout */
+  for (int64_t b = 0; b < s->n; b++) {
+    struct strided sx = {x + b * s->c_in * hw, hw, 1};
+    float* c = (raw ? raw : y) + b * s->c_out * hw;
+    gemm_run(s->c_out, hw, s->c_in, (struct operand){0}, ws, strided_b(&sx), c, hw, 0, &ob, ws + pa);
+  }
+  return TK_OK;
+}
+
+#define DOT_K_BLOCK 2048 /* weight gradient: hw in blocks whose rows of g and x stay in L2 */
+
+/* Per image: g_b [c_out, hw] fetched once; gb += its row sums; gw += g_b x_b^T (dot products over hw);
+ * gx_b = W^T g_b (W^T packed once, g rows read in place). */
+static int pointwise_backward(const struct tk_conv2d* s, const struct grad_src* src, const float* x, const float* w,
+                              float* gx, float* gw, float* gb) {
+  const int64_t hw = s->h * s->w, ci = s->c_in, co = s->c_out;
+  const int plain = !src->y && !src->scale && !src->sum_g;
+  const size_t pa = gx ? packed_a_size(ci, co) : 0, ws_n = gx ? gemm_workspace(ci, hw) : 0;
+  float* ws = tk__scratch(pa + ws_n + (plain ? 0 : (size_t)(co * hw)));
+  if (!ws) return TK_ENOMEM;
+  float* g = ws + pa + ws_n;
+  if (gx) {
+    struct strided swt = {w, 1, ci};
+    pack_a_all(ci, co, strided_a(&swt), ws);
+  }
+  if (gb) memset(gb, 0, sizeof(float) * (size_t)co);
+  for (int64_t b = 0; b < s->n; b++) {
+    const float* xb = x + b * ci * hw;
+    if (plain) g = (float*)src->gy + b * co * hw;
+    else
+      for (int64_t o = 0; o < co; o++) grad_row(src, (b * co + o) * hw, hw, o, g + o * hw);
+    if (gb)
+      for (int64_t o = 0; o < co; o++) gb[o] += sum_row(g + o * hw, hw);
+    if (gw)
+      for (int64_t k0 = 0; k0 < hw; k0 += DOT_K_BLOCK)
+        gemm_dot(co, ci, min64(DOT_K_BLOCK, hw - k0), g + k0, hw, xb + k0, hw, NULL, gw, ci, b > 0 || k0 > 0, NULL,
+                 NULL, 0);
+    if (gx) {
+      struct strided sg = {g, hw, 1};
+      gemm_run(ci, hw, co, (struct operand){0}, ws, strided_b(&sg), gx + b * ci * hw, hw, 0, &plain_out, ws + pa);
+    }
+  }
+  return TK_OK;
+}
+
+/* ------------------------------------------------------------------ any convolution */
+
+/* y = the output stage o of conv(x, w) (o->bias_m: the convolution's bias), raw = conv + bias when
+ * raw is given (o->out_delta is set here). */
+static int conv_forward(const struct tk_conv2d* s, const float* x, const float* w, const struct gemm_out* o, float* raw,
+                        float* y) {
+  if (is_depthwise(s)) return depthwise_forward(s, x, w, o, raw, y);
+  if (is_pointwise(s)) return pointwise_forward(s, x, w, o, raw, y);
+  const struct conv_dims d = conv_dims(s);
   const size_t pa = packed_a_size(d.opg, d.kg), ws_n = gemm_workspace(d.opg, d.len);
   const size_t ntab = (size_t)(s->groups * d.kg);
   float* ws = tk__scratch(2 * ntab + ws_n + pa * (size_t)s->groups + phase_floats(&d) + (size_t)(d.opg * d.len));
@@ -899,48 +1242,30 @@ static int impl_conv2d_forward(const struct tk_conv2d* s, const float* x, const 
     tap_rows(s, &d, nb, ph, rows);
     for (int64_t g = 0; g < s->groups; g++) {
       gemm_run(d.opg, len, d.kg, (struct operand){0}, a_full + g * pa, row_table_b((const float* const*)rows + g * d.kg),
-               tmp, len, 0, bias ? bias + g * d.opg : NULL, NULL, relu, gws);
+               tmp, len, 0, &plain_out, gws);
       for (int64_t b = 0; b < nb; b++)
-        for (int64_t o = 0; o < d.opg; o++) {
-          float* yo = y + ((b0 + b) * s->c_out + g * d.opg + o) * d.p;
-          const float* t = tmp + o * len + b * d.grid;
-          for (int64_t r = 0; r < d.oh; r++) memcpy(yo + r * d.ow, t + r * d.pc, sizeof(float) * (size_t)d.ow);
+        for (int64_t oc = 0; oc < d.opg; oc++) {
+          const int64_t ch = g * d.opg + oc, at = ((b0 + b) * s->c_out + ch) * d.p;
+          const float* t = tmp + oc * len + b * d.grid;
+          for (int64_t r = 0; r < d.oh; r++)
+            out_row(t + r * d.pc, d.ow, ch, o, raw ? raw + at + r * d.ow : NULL, y + at + r * d.ow);
         }
     }
   }
   return TK_OK;
 }
 
-static int depthwise_backward(const struct tk_conv2d* s, const struct conv_dims* d, const float* gy, const float* x,
-                              const float* w, const float* relu_out, float* gx, float* gw, float* gb) {
-  float* masked = NULL;
-  if (relu_out) {
-    masked = tk__scratch((size_t)(s->n * s->c_out * d->p));
-    if (!masked) return TK_ENOMEM;
-    threshold_mask(gy, relu_out, s->n * s->c_out * d->p, 0.0f, INFINITY, masked);
-  }
-  const float* g = masked ? masked : gy;
-  if (gb)
-    for (int64_t c = 0; c < s->c_out; c++) {
-      float acc = 0.0f;
-      for (int64_t b = 0; b < s->n; b++) acc += sum_row(g + (b * s->c_out + c) * d->p, d->p);
-      gb[c] = acc;
-    }
-  if (gx) memset(gx, 0, sizeof(float) * (size_t)(s->n * s->c_in * d->hw));
-  if (gw) memset(gw, 0, sizeof(float) * (size_t)(s->c_out * s->kh * s->kw));
-  for (int64_t b = 0; b < s->n; b++)
-    for (int64_t c = 0; c < s->c_in; c++) {
-      const int64_t plane = b * s->c_in + c;
-      depthwise_backward_plane(s, d, g + plane * d->p, x + plane * d->hw, w + c * s->kh * s->kw,
-                               gx ? gx + plane * d->hw : NULL, gw ? gw + c * s->kh * s->kw : NULL);
-    }
-  return TK_OK;
+static int impl_conv2d_forward(const struct tk_conv2d* s, const float* x, const float* w, const float* bias,
+                               int relu, float* y) {
+  const struct gemm_out o = relu_out_stage(bias, NULL, relu);
+  return conv_forward(s, x, w, &o, NULL, y);
 }
 
-static int impl_conv2d_backward(const struct tk_conv2d* s, const float* gy, const float* x, const float* w,
-                                const float* relu_out, float* gx, float* gw, float* gb) {
+static int conv_backward(const struct tk_conv2d* s, const struct grad_src* src, const float* x, const float* w,
+                         float* gx, float* gw, float* gb) {
+  if (is_depthwise(s)) return depthwise_backward(s, src, x, w, gx, gw, gb);
+  if (is_pointwise(s)) return pointwise_backward(s, src, x, w, gx, gw, gb);
   const struct conv_dims d = conv_dims(s);
-  if (is_depthwise(s)) return depthwise_backward(s, &d, gy, x, w, relu_out, gx, gw, gb);
   const size_t ntab = (size_t)(s->groups * d.kg);
   const size_t ws_n = gx ? gemm_workspace(d.kg, d.len) : 0, pa = gx ? packed_a_size(d.kg, d.opg) : 0;
   float* ws = tk__scratch(2 * ntab + ws_n + pa * (size_t)s->groups + 2 * phase_floats(&d) + (size_t)(s->c_out * d.len));
@@ -964,10 +1289,7 @@ static int impl_conv2d_backward(const struct tk_conv2d* s, const float* gy, cons
       for (int64_t o = 0; o < s->c_out; o++) {
         const int64_t at = ((b0 + b) * s->c_out + o) * d.p;
         float* dst = gg + o * len + b * d.grid;
-        for (int64_t r = 0; r < d.oh; r++) {
-          if (relu_out) threshold_mask(gy + at + r * d.ow, relu_out + at + r * d.ow, d.ow, 0.0f, INFINITY, dst + r * d.pc);
-          else memcpy(dst + r * d.pc, gy + at + r * d.ow, sizeof(float) * (size_t)d.ow);
-        }
+        for (int64_t r = 0; r < d.oh; r++) grad_row(src, at + r * d.ow, d.ow, o, dst + r * d.pc);
       }
     if (gb)
       for (int64_t o = 0; o < s->c_out; o++) gb[o] += sum_row(gg + o * len, len);
@@ -984,12 +1306,57 @@ static int impl_conv2d_backward(const struct tk_conv2d* s, const float* gy, cons
       for (int64_t g = 0; g < s->groups; g++) { /* gph views += W^T gg: the GEMM adds straight into them */
         struct strided sg = {gg + g * d.opg * len, len, 1};
         gemm_run_rows(d.kg, len, d.opg, (struct operand){0}, wt + g * pa, strided_b(&sg), NULL, 0, rows + g * d.kg, 1,
-                      NULL, NULL, 0, gws);
+                      &plain_out, gws);
       }
       merge_phases(s, &d, gph, nb, gx + b0 * s->c_in * d.hw);
     }
   }
   return TK_OK;
+}
+
+static int impl_conv2d_backward(const struct tk_conv2d* s, const float* gy, const float* x, const float* w,
+                                const float* relu_out, float* gx, float* gw, float* gb) {
+  const struct grad_src src = {gy, relu_out, 0.0f, INFINITY, NULL, NULL, NULL, NULL, NULL};
+  return conv_backward(s, &src, x, w, gx, gw, gb);
+}
+
+/* Convolution + frozen batch norm + clamp: the norm folded into a per-channel scale and shift of
+ * the output stage, and, backward, into the gradient the convolution backward fetches. */
+static int impl_conv2d_bn_forward(const struct tk_conv2d* s, const float* x, const float* w, const float* bias,
+                                  const struct tk_bn* bn, float lo, float hi, float* conv_out, float* y) {
+  float* ss = (float*)malloc(sizeof(float) * 2 * (size_t)s->c_out);
+  if (!ss) return TK_ENOMEM;
+  for (int64_t c = 0; c < s->c_out; c++) { /* y = (v - mean) * rstd * w + b = v * scale + shift */
+    const float scale = (bn->weight ? bn->weight[c] : 1.0f) / sqrtf(bn->var[c] + bn->eps);
+    ss[c] = scale;
+    ss[s->c_out + c] = (bn->bias ? bn->bias[c] : 0.0f) - bn->mean[c] * scale;
+  }
+  const struct gemm_out o = {bias, NULL, ss, ss + s->c_out, lo, hi, 1, 0};
+  const int rc = conv_forward(s, x, w, &o, conv_out, y);
+  free(ss);
+  return rc;
+}
+
+static int impl_conv2d_bn_backward(const struct tk_conv2d* s, const float* gy, const float* y, const float* conv_out,
+                                   const float* x, const float* w, const struct tk_bn* bn, float lo, float hi, float* gx,
+                                   float* gw, float* gb, float* g_bn_w, float* g_bn_b) {
+  float* scale = (float*)malloc(sizeof(float) * 3 * (size_t)s->c_out);
+  if (!scale) return TK_ENOMEM;
+  float* sum_g = scale + s->c_out;
+  float* sum_gx = sum_g + s->c_out;
+  for (int64_t c = 0; c < s->c_out; c++) {
+    scale[c] = (bn->weight ? bn->weight[c] : 1.0f) / sqrtf(bn->var[c] + bn->eps);
+    sum_g[c] = sum_gx[c] = 0.0f;
+  }
+  const int want = g_bn_w || g_bn_b;
+  const struct grad_src src = {gy, y, lo, hi, scale, want ? sum_g : NULL, sum_gx, conv_out, bn->mean};
+  const int rc = conv_backward(s, &src, x, w, gx, gw, gb);
+  for (int64_t c = 0; c < s->c_out; c++) {
+    if (g_bn_w) g_bn_w[c] = sum_gx[c] / sqrtf(bn->var[c] + bn->eps);
+    if (g_bn_b) g_bn_b[c] = sum_g[c];
+  }
+  free(scale);
+  return rc;
 }
 
 /* ==========================================================================================
@@ -1077,6 +1444,8 @@ const struct tk_impl TK_IMPL_VTABLE = {
     impl_linear_backward,
     impl_conv2d_forward,
     impl_conv2d_backward,
+    impl_conv2d_bn_forward,
+    impl_conv2d_bn_backward,
     impl_max_pool2d_forward,
     impl_max_pool2d_backward,
     impl_avg_pool2d_forward,

@@ -107,6 +107,33 @@ int tk_conv2d_backward(const struct tk_conv2d* s, const float* grad_y, const flo
   return impl()->conv2d_backward(s, grad_y, x, w, relu_out, gx, gw, gb);
 }
 
+int tk_conv2d_bn_forward(const struct tk_conv2d* s, const float* x, const float* w, const float* bias,
+                         const struct tk_bn* bn, float lo, float hi, float* conv_out, float* y) {
+  int rc = tk_conv2d_check(s);
+  if (rc) return rc;
+  REQUIRE(bn && bn->mean && bn->var, TK_EINVAL_PTR);
+  if (s->n == 0) return TK_OK;
+  REQUIRE(x && w && y, TK_EINVAL_PTR);
+  return impl()->conv2d_bn_forward(s, x, w, bias, bn, lo, hi, conv_out, y);
+}
+
+int tk_conv2d_bn_backward(const struct tk_conv2d* s, const float* grad_y, const float* y, const float* conv_out,
+                          const float* x, const float* w, const struct tk_bn* bn, float lo, float hi, float* gx,
+                          float* gw, float* gb, float* g_bn_w, float* g_bn_b) {
+  int rc = tk_conv2d_check(s);
+  if (rc) return rc;
+  REQUIRE(bn && bn->mean && bn->var, TK_EINVAL_PTR);
+  if (s->n == 0) { /* nothing to sum: zero gradients */
+    if (gw) memset(gw, 0, sizeof(float) * (size_t)(s->c_out * (s->c_in / s->groups) * s->kh * s->kw));
+    float* per_channel[3] = {gb, g_bn_w, g_bn_b};
+    for (int i = 0; i < 3; i++)
+      if (per_channel[i]) memset(per_channel[i], 0, sizeof(float) * (size_t)s->c_out);
+    return TK_OK;
+  }
+  REQUIRE(grad_y && y && (!gx || w) && (!gw || x) && (!g_bn_w || conv_out), TK_EINVAL_PTR);
+  return impl()->conv2d_bn_backward(s, grad_y, y, conv_out, x, w, bn, lo, hi, gx, gw, gb, g_bn_w, g_bn_b);
+}
+
 /* ---------------------------------------------------------------- pooling */
 
 int64_t tk_pool2d_out_h(const struct tk_pool2d* s) { return conv_out(s->h, s->kh, s->stride_h, s->pad_h, 1); }

@@ -68,6 +68,30 @@ int tk_conv2d_forward(const struct tk_conv2d* s, const float* x, const float* w,
 int tk_conv2d_backward(const struct tk_conv2d* s, const float* grad_y, const float* x,
                        const float* w, const float* relu_out, float* gx, float* gw, float* gb);
 
+/* ---------------------------------------------------------------- convolution + frozen batch norm
+ * The layer of a MobileNet-style network on the device: a convolution, a batch norm in eval mode
+ * (running statistics; the affine weight and bias may train) and a clamp, as one kernel:
+ *   conv_out = conv2d(x, w) + bias,  y = clamp((conv_out - mean) * rsqrt(var + eps) * weight + bias_bn, lo, hi)
+ * with lo = -inf, hi = +inf for no activation, 0 and +inf for ReLU, 0 and 6 for ReLU6. */
+struct tk_bn {
+  const float* weight; /* [c_out] or NULL (1) */
+  const float* bias;   /* [c_out] or NULL (0) */
+  const float* mean;   /* [c_out] */
+  const float* var;    /* [c_out] */
+  float eps;
+};
+/* conv_out may be NULL (not kept: a frozen layer needs no backward); bias may be NULL. */
+int tk_conv2d_bn_forward(const struct tk_conv2d* s, const float* x, const float* w, const float* bias,
+                         const struct tk_bn* bn, float lo, float hi, float* conv_out, float* y);
+/* From grad_y and the forward's y and conv_out: g = grad_y * (lo < y < hi) (the clamp's mask, read
+ * on its output), grad_bn_weight = sum(g * (conv_out - mean)) * rsqrt(var + eps), grad_bn_bias =
+ * sum(g) (over all but the channel dim), and the convolution's gradients (as tk_conv2d_backward)
+ * for the output gradient g * weight * rsqrt(var + eps). gx, gw, gb, g_bn_w, g_bn_b may each be
+ * NULL (not computed); conv_out is needed for g_bn_w. */
+int tk_conv2d_bn_backward(const struct tk_conv2d* s, const float* grad_y, const float* y, const float* conv_out,
+                          const float* x, const float* w, const struct tk_bn* bn, float lo, float hi, float* gx,
+                          float* gw, float* gb, float* g_bn_w, float* g_bn_b);
+
 /* ---------------------------------------------------------------- pooling (NCHW, floor mode) */
 struct tk_pool2d {
   int64_t n, c, h, w;

@@ -216,6 +216,75 @@ inline std::string conv2d_backward_run(const tk_conv2d& s, const Arg& gy, const 
                                                  bias_grad ? gb : nullptr));
 }
 
+// ------------------------------------------------------------------------------------ conv2d + frozen batch norm
+
+constexpr Op kConvBn{"dcx::conv2d_bn"};
+constexpr Op kConvBnBackward{"dcx::conv2d_bn_backward"};
+
+// bn_weight, bn_bias [c_out] or absent, running_mean, running_var [c_out]
+inline std::string bn_check(const Op& op, const tk_conv2d& s, std::initializer_list<const Arg*> per_channel) {
+  for (const Arg* t : per_channel) {
+    TK_TRY(op.tensor(*t));
+    if (t->present && (t->dim != 1 || t->size(0) != s.c_out))
+      return op.fail(std::string(t->name) + " must have shape [" + std::to_string(s.c_out) + "], got " + shape_str(*t));
+  }
+  return "";
+}
+
+// conv2d -> batch norm (eval) -> clamp(low, high): conv_out (or [0] without keep_conv) and y
+inline std::string conv2d_bn_check(const Arg& x, const Arg& w, const Arg& b, const Arg& bn_w, const Arg& bn_b,
+                                   const Arg& mean, const Arg& var, const ConvParams& p, bool keep_conv, Shape out[2],
+                                   tk_conv2d* s) {
+  const Op& op = kConvBn;
+  for (const Arg* t : {&x, &w, &b}) TK_TRY(op.tensor(*t));
+  TK_TRY(conv_geometry(op, x, w, p, s));
+  if (!mean.present || !var.present) return op.fail("running_mean and running_var are required");
+  TK_TRY(bn_check(op, *s, {&b, &bn_w, &bn_b, &mean, &var}));
+  out[1] = shape({s->n, s->c_out, tk_conv2d_out_h(s), tk_conv2d_out_w(s)});
+  out[0] = keep_conv ? out[1] : shape({0});
+  return "";
+}
+inline std::string conv2d_bn_run(const tk_conv2d& s, const Arg& x, const Arg& w, const Arg& b, const Arg& bn_w,
+                                 const Arg& bn_b, const Arg& mean, const Arg& var, double eps, double low, double high,
+                                 bool keep_conv, float* conv_out, float* y) {
+  const tk_bn bn{bn_w.f(), bn_b.f(), mean.f(), var.f(), static_cast<float>(eps)};
+  return kConvBn.kernel(tk_conv2d_bn_forward(&s, x.f(), w.f(), b.f(), &bn, static_cast<float>(low),
+                                             static_cast<float>(high), keep_conv ? conv_out : nullptr, y));
+}
+
+// -> grad_x (or [0]), grad_weight, grad_bias (or [0]), grad_bn_weight, grad_bn_bias (or [0] each without bn_grad)
+inline std::string conv2d_bn_backward_check(const Arg& gy, const Arg& y, const Arg& conv_out, const Arg& x, const Arg& w,
+                                            const Arg& bn_w, const Arg& mean, const Arg& var, const ConvParams& p,
+                                            bool input_grad, bool bias_grad, bool bn_grad, Shape out[5], tk_conv2d* s) {
+  const Op& op = kConvBnBackward;
+  for (const Arg* t : {&gy, &y, &conv_out, &x, &w}) TK_TRY(op.tensor(*t));
+  TK_TRY(conv_geometry(op, x, w, p, s));
+  if (!mean.present || !var.present) return op.fail("running_mean and running_var are required");
+  TK_TRY(bn_check(op, *s, {&bn_w, &mean, &var}));
+  const Shape ys = shape({s->n, s->c_out, tk_conv2d_out_h(s), tk_conv2d_out_w(s)});
+  bool fits = gy.dim == 4;
+  for (int i = 0; fits && i < 4; i++) fits = gy.sizes[i] == ys.s[i];
+  if (!fits) return op.fail("grad_y " + shape_str(gy) + " is not the output shape of the convolution");
+  TK_TRY(op.same_shape(y, gy));
+  TK_TRY(op.same_shape(conv_out, gy));
+  out[0] = input_grad ? shape_of(x) : shape({0});
+  out[1] = shape_of(w);
+  out[2] = bias_grad ? shape({s->c_out}) : shape({0});
+  out[3] = bn_grad ? shape({s->c_out}) : shape({0});
+  out[4] = bn_grad ? shape({s->c_out}) : shape({0});
+  return "";
+}
+inline std::string conv2d_bn_backward_run(const tk_conv2d& s, const Arg& gy, const Arg& y, const Arg& conv_out,
+                                          const Arg& x, const Arg& w, const Arg& bn_w, const Arg& mean, const Arg& var,
+                                          double eps, double low, double high, bool input_grad, bool bias_grad,
+                                          bool bn_grad, float* out[5]) {
+  const tk_bn bn{bn_w.f(), nullptr, mean.f(), var.f(), static_cast<float>(eps)};
+  return kConvBnBackward.kernel(tk_conv2d_bn_backward(
+      &s, gy.f(), y.f(), conv_out.f(), x.f(), w.f(), &bn, static_cast<float>(low), static_cast<float>(high),
+      input_grad ? out[0] : nullptr, out[1], bias_grad ? out[2] : nullptr, bn_grad ? out[3] : nullptr,
+      bn_grad ? out[4] : nullptr));
+}
+
 // ------------------------------------------------------------------------------------ pooling
 
 constexpr Op kMaxPool{"dcx::max_pool2d"};

@@ -45,6 +45,21 @@ def _conv2d_backward(grad_y, x, weight, relu_out, stride, padding, dilation, gro
     return _grads(x, tuple(weight.shape), weight.shape[0], input_grad, bias_grad)
 
 
+@register("dcx::conv2d_bn")
+def _conv2d_bn(x, weight, bias, bn_weight, bn_bias, running_mean, running_var, eps, stride, padding, dilation, groups,
+               low, high, keep_conv):
+    y = _conv2d(x, weight, bias, stride, padding, dilation, groups)
+    return (_float(x, *y.shape) if keep_conv else _float(x, 0)), y
+
+
+@register("dcx::conv2d_bn_backward")
+def _conv2d_bn_backward(grad_y, y, conv_out, x, weight, bn_weight, running_mean, running_var, eps, stride, padding,
+                        dilation, groups, low, high, input_grad, bias_grad, bn_grad):
+    c = weight.shape[0]
+    return (*_grads(x, tuple(weight.shape), c, input_grad, bias_grad),
+            *(_float(x, c if bn_grad else 0) for _ in range(2)))
+
+
 @register("dcx::max_pool2d")
 def _max_pool2d(x, kernel, stride, padding):
     h, w = pool2d_output_size(x.shape[2:], kernel, stride, padding)

@@ -43,13 +43,12 @@ TARGETS = "at least 2x faster than eager, faster than LiteRT, and 20x faster tha
 
 def fast_program(program) -> tuple[bytes, dict, object]:
     """The ``.pte`` of a training program after the fast-training pass, the pass report and the rewritten graph."""
-    from executorch.exir import to_edge
-
     from dcx.export.passes.fast_training import FastTraining
+    from dcx.export.passes.frozen_xnnpack import lower_frozen_to_xnnpack
     from dcx.export.passes.graph_capture import capture_joint
 
-    ep, report = FastTraining().rewrite(capture_joint(program))
-    return to_edge(copy.deepcopy(ep)).to_executorch().buffer, report, ep
+    ep, report = FastTraining(leave_frozen=True).rewrite(capture_joint(program))
+    return lower_frozen_to_xnnpack(copy.deepcopy(ep)).to_executorch().buffer, report, ep
 
 
 def stock_program(program) -> bytes:

@@ -56,6 +56,30 @@ def conv2d_backward(grad_y, x, weight, relu_out, stride, padding, dilation, grou
     return (gx if input_grad else _empty(g), gw, gb if bias_grad else _empty(g))
 
 
+def _bn_scale(weight, running_var, eps):
+    rstd = torch.rsqrt(running_var + eps)
+    return rstd if weight is None else rstd * weight
+
+
+def conv2d_bn(x, weight, bias, bn_weight, bn_bias, running_mean, running_var, eps, stride, padding, dilation, groups,
+              low, high, keep_conv):
+    conv = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    y = F.batch_norm(conv, running_mean, running_var, bn_weight, bn_bias, False, 0.0, eps).clamp(low, high)
+    return (conv if keep_conv else _empty(conv)), y
+
+
+def conv2d_bn_backward(grad_y, y, conv_out, x, weight, bn_weight, running_mean, running_var, eps, stride, padding,
+                       dilation, groups, low, high, input_grad, bias_grad, bn_grad):
+    g = torch.where((y > low) & (y < high), grad_y, torch.zeros_like(grad_y))
+    shape = (1, -1, 1, 1)
+    rstd = torch.rsqrt(running_var + eps)
+    gx, gw, gb = conv2d_backward(g * _bn_scale(bn_weight, running_var, eps).reshape(shape), x, weight, None, stride,
+                                 padding, dilation, groups, input_grad, bias_grad)
+    centered = conv_out - running_mean.reshape(shape)
+    return (gx, gw, gb, (g * centered).sum((0, 2, 3)) * rstd if bn_grad else _empty(g),
+            g.sum((0, 2, 3)) if bn_grad else _empty(g))
+
+
 def max_pool2d(x, kernel, stride, padding):
     return F.max_pool2d(x, kernel, stride, padding, return_indices=True)
 
@@ -129,6 +153,6 @@ def sgd_update(param, grad, lr):
 
 
 REFERENCES: dict[str, Callable] = {f.__name__: f for f in (
-    linear, linear_backward, conv2d, conv2d_backward, max_pool2d, max_pool2d_backward, avg_pool2d,
+    linear, linear_backward, conv2d, conv2d_backward, conv2d_bn, conv2d_bn_backward, max_pool2d, max_pool2d_backward, avg_pool2d,
     avg_pool2d_backward, threshold_backward, softmax_backward, cross_entropy_loss, bce_with_logits_loss,
     layer_norm_backward, batch_norm_frozen_backward, embedding_backward, sgd_update)}

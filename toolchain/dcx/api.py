@@ -72,16 +72,18 @@ def inference_program(name: str, module: nn.Module, example_inputs: Sequence[tor
 
 
 def export_programs(programs: Sequence[DeviceProgram], out: str | Path, formats: str | Sequence[str] = "all", *,
-                    force: bool = False, fused_kernels: bool = False, reference_steps: int = 20,
-                    progress: Callable[[str], None] = lambda s: None) -> ExportSummary:
+                    force: bool = False, fused_kernels: bool = False, fast_training: bool = True,
+                    reference_steps: int = 20, progress: Callable[[str], None] = lambda s: None) -> ExportSummary:
     """Export ``programs`` into the folder ``out``: artifacts, ``reference/`` and ``manifest.json``.
+
+    ``fast_training=False`` keeps ExecuTorch training programs on the stock portable kernels.
 
     An op a backend cannot take fails that format (``summary.failed`` names the op, format and program);
     the other formats still export.
     """
     from dcx.export.pipeline import export_programs as _export
 
-    return _export(list(programs), Path(out), formats, force=force, options=ExportOptions(fused_kernels=fused_kernels),
+    return _export(list(programs), Path(out), formats, force=force, options=ExportOptions(fused_kernels=fused_kernels, fast_training=fast_training),
                    reference_steps=reference_steps, progress=progress)
 
 

@@ -2,9 +2,11 @@
 
 - training programs: ``capture_program`` -> ``joint_graph`` (frozen parameters
   stay constants, trainable ones are returned with their gradients) ->
-  ``fast_training`` (onto the dcx training kernels; ``--no-fast-training``
-  keeps ExecuTorch's portable kernels) -> ``to_edge``; SGD runs on the device,
-  in place on the parameters the program returns.
+  ``fast_training`` (onto the dcx training kernels, the frozen layers left
+  alone) -> ``lower_frozen_to_xnnpack`` (the frozen layers' forward to
+  XNNPACK); ``--no-fast-training`` keeps ExecuTorch's portable kernels
+  throughout (``joint_graph`` -> ``to_edge``). SGD runs on the device, in
+  place on the parameters the program returns.
 - inference programs: ``capture_program`` -> ``lower_to_xnnpack`` (or plain
   ``to_edge`` with ``--fused-kernels``: ``fuse_partitioned_linear`` first).
 Serialization: ``to_executorch().buffer``.
@@ -20,6 +22,7 @@ from dcx.errors import UnsupportedOp
 from dcx.export import ArtifactInfo, ExportOptions
 from dcx.export.passes import FunctionPass, PassContext, run_passes
 from dcx.export.passes.fast_training import FastTraining
+from dcx.export.passes.frozen_xnnpack import lower_frozen_to_xnnpack
 from dcx.export.passes.fuse_partitioned_linear import FusePartitionedLinear
 from dcx.export.passes.graph_capture import CaptureProgram, JointGraph
 from dcx.manifest import Signature
@@ -60,8 +63,10 @@ class ExecuTorchExporter:
         training = program.kind == "train"
         fuse = [FusePartitionedLinear()] if options.fused_kernels or (training and options.fast_training) else []
         if training:
-            fast = [FastTraining()] if options.fast_training else []
-            return [*fuse, CaptureProgram(), JointGraph(), *fast, FunctionPass("to_edge", _to_edge)]
+            if not options.fast_training:
+                return [*fuse, CaptureProgram(), JointGraph(), FunctionPass("to_edge", _to_edge)]
+            return [*fuse, CaptureProgram(), JointGraph(), FastTraining(leave_frozen=True),
+                    FunctionPass("lower_frozen_to_xnnpack", lower_frozen_to_xnnpack)]
         lower = FunctionPass("to_edge", _to_edge) if options.fused_kernels else \
             FunctionPass("lower_to_xnnpack", _lower_to_xnnpack)
         return [*fuse, CaptureProgram(), lower]
@@ -79,8 +84,8 @@ class ExecuTorchExporter:
             raise
         Path(path).write_bytes(buffer)
         if program.kind == "train":
-            notes = {"kernels": "dcx training kernels where the fast_training pass rewrote the graph, portable "
-                                "elsewhere" if options.fast_training else "portable"}
+            notes = {"kernels": "dcx training kernels where the fast_training pass rewrote the graph, XNNPACK for "
+                                "the frozen layers' forward, portable elsewhere" if options.fast_training else "portable"}
         else:
             notes = {"kernels": "portable + dcx fused op" if options.fused_kernels else "XNNPACK delegate"}
         return ArtifactInfo(signatures=_signatures(program), weights={n: n for n in program.trainable},

@@ -7,6 +7,8 @@ This pass replaces what it recognizes with ops of the dcx training kernel librar
 
 - ``convolution`` (+ ``relu``) -> ``dcx::conv2d``; ``convolution_backward`` (with the ReLU mask of
   its output gradient folded in) -> ``dcx::conv2d_backward``; depthwise and grouped too.
+- a MobileNet layer, ``convolution`` -> eval-mode batch norm -> clamp (ReLU6), forward and backward
+  -> ``dcx::conv2d_bn`` / ``dcx::conv2d_bn_backward`` (the norm's affine gradients included).
 - ``addmm``/``mm`` with a transposed weight (+ ``relu``) -> ``dcx::linear``; the backward ``mm``s
   and bias ``sum`` of that layer (with its ReLU mask) -> one ``dcx::linear_backward``.
 - the mean cross entropy (``_log_softmax`` + NLL) and the mean binary cross entropy with logits,
@@ -22,7 +24,8 @@ the pass evaluates the matched nodes and the dcx op's reference (``dcx.kernels.t
 on random data of the graph's shapes and rewrites only when they agree. A node whose shape or dtype
 no kernel takes stays a stock node, and the report says which and why: an unsupported case never
 becomes a run-time failure or a wrong answer. The report (``ops``, ``replaced``, ``left_alone``) goes
-to the manifest; the artifact then requires the ``dcx_train_executorch`` kernel library.
+to the manifest; the artifact then requires the ``dcx_train_executorch`` kernel library. With
+``leave_frozen`` the forward of frozen layers is left as it is, for XNNPACK (``frozen_xnnpack``).
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ from collections import Counter
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import fx
 from torch.export import ExportedProgram
 
 from dcx.errors import DcxError
 from dcx.export.passes import PassContext
+from dcx.export.passes.frozen_xnnpack import frozen_region
 
 A = torch.ops.aten
 D = None  # torch.ops.dcx, once the training op library is loaded (FastTraining.rewrite)
@@ -121,6 +126,7 @@ class _Rewriter:
         self.replaced: Counter = Counter()
         self.declined: dict[str, str] = {}  # node name -> why a rule left it alone
         self.replacement: dict[fx.Node, fx.Node] = {}  # a replaced node -> the node that now gives its value
+        self.leave: set[fx.Node] = set()  # nodes no rule touches (the frozen region XNNPACK takes)
         from torch._guards import detect_fake_mode
 
         self.fake_mode = detect_fake_mode([n.meta.get("val") for n in self.graph.nodes if n.op == "placeholder"])
@@ -184,7 +190,7 @@ class _Rewriter:
     def apply(self, rules: dict[Any, Callable[[fx.Node], None]]) -> None:
         """Run the rule of each node's target, in graph order, over the graph as it is now."""
         for node in list(self.graph.nodes):
-            if node.op == "call_function" and node.target in rules and node.users:
+            if node.op == "call_function" and node.target in rules and node.users and node not in self.leave:
                 rules[node.target](node)
 
     def decline(self, node: fx.Node, reason: str) -> None:
@@ -348,7 +354,7 @@ class _Rewriter:
                 (x, wt), b = node.args, None
             else:
                 continue
-            if not _is_transpose(wt) or _is_transpose(x):
+            if node in self.leave or not _is_transpose(wt) or _is_transpose(x):
                 continue
             w = wt.args[0]
             if not (_tensor(x, dim=2) and _tensor(w, dim=2) and (b is None or _tensor(b, dim=1))):
@@ -465,40 +471,137 @@ class _Rewriter:
             node = node.args[0]
         return node is source
 
-    def batch_norm_backward(self, rstd: fx.Node) -> None:
+    def match_batch_norm_backward(self, rstd: fx.Node) -> dict | str | None:
         """Eval-mode batch norm: ``rsqrt(var + eps)`` anchors grad_x = g * (rstd * w), grad_w =
-        sum(g * (x - mean)) * rstd and grad_b = sum(g) over every dim but 1."""
+        sum(g * (x - mean)) * rstd and grad_b = sum(g) over every dim but 1. The matched nodes (not yet
+        checked numerically), the reason it is not that backward, or None (no affine batch norm)."""
         add = rstd.args[0]
         if not (_is(add, A.add.Tensor, A.add.Scalar) and isinstance(add.args[1], float) and _tensor(add.args[0], dim=1)):
-            return
+            return None
         var, eps = add.args
         scale = next((u for u in rstd.users if _is(u, A.mul.Tensor) and u.args[0] is rstd and _tensor(u.args[1], dim=1)), None)
         if scale is None:
-            return self.decline(rstd, "a batch norm without an affine weight keeps its stock backward")
+            return "a batch norm without an affine weight keeps its stock backward"
         w = scale.args[1]
         gx = next((m for u in self._alias_users(scale) for m in self._reshape_users(u)
                    if _is(m, A.mul.Tensor) and self._reshaped_from(m.args[1], scale)), None)
         gw = next((u for u in rstd.users if _is(u, A.mul.Tensor) and u.args[1] is rstd and _is(u.args[0], A.sum.dim_IntList)), None)
         if gx is None or gw is None:
-            return self.decline(rstd, "not the backward of a batch norm with frozen statistics")
+            return "not the backward of a batch norm with frozen statistics"
         g = gx.args[0]
         centered = gw.args[0].args[0]  # mul(g, sub(x, mean))
         if not (_is(centered, A.mul.Tensor) and centered.args[0] is g and _is(centered.args[1], A.sub.Tensor)):
-            return self.decline(rstd, "not the backward of a batch norm with frozen statistics")
+            return "not the backward of a batch norm with frozen statistics"
         x, mean = centered.args[1].args[0], centered.args[1].args[1]
         while _is(mean, A.unsqueeze.default, A.view.default, A.reshape.default):
             mean = mean.args[0]
         dims = [0, *range(2, len(_shape(g)))] if _tensor(g) else []
         gb = next((u for u in g.users if _is(u, A.sum.dim_IntList) and list(u.args[1]) == dims and len(u.args) == 2), None)
         if not (_tensor(g) and _tensor(x) and _shape(x) == _shape(g) and len(dims) >= 1 and _tensor(mean, dim=1)):
-            return self.decline(rstd, "batch norm backward with unsupported shapes or dtypes")
+            return "batch norm backward with unsupported shapes or dtypes"
+        return {"g": g, "x": x, "w": w, "mean": mean, "var": var, "eps": eps, "gx": gx, "gw": gw, "gb": gb}
+
+    def batch_norm_backward(self, rstd: fx.Node) -> None:
+        m = self.match_batch_norm_backward(rstd)
+        if isinstance(m, str):
+            return self.decline(rstd, m)
+        if m is None or self.conv_bn_backward(rstd, m):
+            return
+        g, x, w, mean, var, eps = (m[k] for k in ("g", "x", "w", "mean", "var", "eps"))
         c = _shape(x)[1]
         samples = [{g: torch.randn(_shape(g)), x: torch.randn(_shape(x)), w: torch.randn(c), mean: torch.randn(c),
                     var: torch.rand(c) + 0.1}]
         ref = _reference("batch_norm_frozen_backward")
-        if not self._agrees([gx, gw], samples, lambda e: ref(e[g], e[x], e[w], e[mean], e[var], eps, True, True)[:2]):
+        if not self._agrees([m["gx"], m["gw"]], samples, lambda e: ref(e[g], e[x], e[w], e[mean], e[var], eps, True, True)[:2]):
             return self.decline(rstd, "the matched nodes do not compute a frozen batch norm's gradients")
-        self.emit(_ops().batch_norm_frozen_backward.default, (g, x, w, mean, var, eps, True, True), [rstd], [gx, gw, gb])
+        self.emit(_ops().batch_norm_frozen_backward.default, (g, x, w, mean, var, eps, True, True), [rstd],
+                  [m["gx"], m["gw"], m["gb"]])
+
+    # ------------------------------------------------------------------ convolution + batch norm + clamp
+
+    @staticmethod
+    def _clamp_of(node: fx.Node) -> tuple[float, float] | None:
+        """(low, high) of a ``hardtanh`` (ReLU6 and its kin) with constant bounds."""
+        if _is(node, A.hardtanh.default) and all(isinstance(b, (int, float)) for b in node.args[1:3]) and len(node.args) == 3:
+            return float(node.args[1]), float(node.args[2])
+        return None
+
+    def _bn_act(self, bn: fx.Node) -> tuple[fx.Node, fx.Node, float, float] | None:
+        """(output item, clamp node, low, high) of an eval-mode batch norm whose output only a clamp reads,
+        besides the clamp's backward mask (``le``/``ge``, directly or through a ``clone``)."""
+        items = [u for u in bn.users if _is(u, operator.getitem)]
+        if len(items) != 1 or items[0].args[1] != 0 or len(bn.users) != 1:
+            return None
+        acts = [u for u in items[0].users if self._clamp_of(u)]
+        mask_reads = (A.clone.default, A.le.Scalar, A.ge.Scalar)
+        if len(acts) != 1 or any(u is not acts[0] and not _is(u, *mask_reads) for u in items[0].users):
+            return None
+        return items[0], acts[0], *self._clamp_of(acts[0])
+
+    def conv_bn_backward(self, rstd: fx.Node, m: dict) -> bool:
+        """The backward of convolution -> frozen batch norm -> clamp (a MobileNet layer) as one
+        ``dcx::conv2d_bn_backward``: the clamp's mask, the norm's gradients and the convolution backward.
+        False (and nothing changed) when the region is not that."""
+        mask = self.relu_mask(m["g"])
+        conv = m["x"]
+        if mask is None or not _is(conv, A.convolution.default):
+            return False
+        grad, pre, lo, hi = mask
+        bn_out = pre.args[0] if _is(pre, A.clone.default) else pre
+        bn = bn_out.args[0] if _is(bn_out, operator.getitem) else None
+        if not _is(bn, A._native_batch_norm_legit_no_training.default) or bn.args[0] is not conv \
+                or bn.args[3] is not m["mean"] or bn.args[4] is not m["var"] or bn.args[1] is not m["w"]:
+            return False
+        fused = self._bn_act(bn)
+        cbs = [u for u in m["gx"].users if _is(u, A.convolution_backward.default) and u.args[0] is m["gx"]]
+        if fused is None or fused[2:] != (lo, hi) or len(cbs) != 1 or len(m["gx"].users) != 1:
+            return False
+        cb = cbs[0]
+        x, w = conv.args[:2]
+        params = self.conv_params(cb, x, w)
+        if params is None or cb.args[1] is not x or cb.args[2] is not w or list(cb.args[4:10]) != list(conv.args[3:9]):
+            return False
+        flags = list(cb.args[10])
+        if not flags[1] or conv.args[2] is not None:
+            return False
+        items = {u.args[1]: u for u in cb.users if _is(u, operator.getitem)}
+        bn_w, mean, var, eps = m["w"], m["mean"], m["var"], m["eps"]
+        c = _shape(conv)[1]
+        env = {grad: torch.randn(_shape(grad)), conv: torch.randn(_shape(conv)) * 2, x: torch.randn(_shape(x)),
+               w: torch.randn(_shape(w)), bn_w: torch.randn(c), mean: torch.randn(c), var: torch.rand(c) + 0.1}
+        env[pre] = F.batch_norm(env[conv], env[mean], env[var], env[bn_w], torch.randn(c), False, 0.0, eps)
+        ref = _reference("conv2d_bn_backward")
+        outs = [items.get(0), items.get(1), m["gw"], m["gb"]]
+        pick = [i for i, n in zip((0, 1, 3, 4), outs) if n is not None]
+
+        def want(e):
+            r = ref(e[grad], e[pre].clamp(lo, hi), e[conv], e[x], e[w], e[bn_w], e[mean], e[var], eps, *params, lo, hi,
+                    bool(flags[0]), False, True)
+            return [r[i] for i in pick]
+
+        if not self._agrees([n for n in outs if n is not None], [env], want):
+            self.decline(rstd, "the matched nodes do not compute a convolution + frozen batch norm + clamp backward")
+            return True
+        return self.emit(_ops().conv2d_bn_backward.default,
+                         (grad, fused[1], conv, x, w, bn_w, mean, var, eps, *params, lo, hi, bool(flags[0]), False, True),
+                         [cb, rstd, m["g"]], [items.get(0), items.get(1), None, m["gw"], m["gb"]])
+
+    def conv_bn_forward(self, bn: fx.Node) -> None:
+        """convolution -> eval-mode batch norm -> clamp as one ``dcx::conv2d_bn`` (the convolution's output
+        kept when its backward reads it)."""
+        conv = bn.args[0]
+        fused = self._bn_act(bn)
+        if not _is(conv, A.convolution.default) or fused is None or any(u is not fused[1] for u in fused[0].users):
+            return  # the plain convolution rule takes it
+        x, w, b = conv.args[:3]
+        params = self.conv_params(conv, x, w)
+        bn_w, bn_b, mean, var, _, eps = bn.args[1:7]
+        if params is None or not all(n is None or _tensor(n, dim=1) for n in (b, bn_w, bn_b, mean, var)) \
+                or mean is None or var is None:
+            return
+        keep = any(u is not bn for u in conv.users)
+        self.emit(_ops().conv2d_bn.default, (x, w, b, bn_w, bn_b, mean, var, float(eps), *params, *fused[2:], keep),
+                  [conv, bn, fused[1]], [conv if keep else None, fused[1]])
 
     def _reshape_users(self, node: fx.Node) -> list[fx.Node]:
         out = []
@@ -588,8 +691,12 @@ class _Rewriter:
         self.ep.graph_module.recompile()
 
     def report(self) -> dict:
-        left = [{"node": n.name, "op": _target_name(n.target),
-                 "reason": self.declined.get(n.name, "no dcx pattern matched this node")}
+        def reason(n: fx.Node) -> str:
+            if n in self.leave:
+                return "a frozen layer's forward: left for XNNPACK"
+            return self.declined.get(n.name, "no dcx pattern matched this node")
+
+        left = [{"node": n.name, "op": _target_name(n.target), "reason": reason(n)}
                 for n in self.graph.nodes if n.op == "call_function" and (n.target in COVERED or n.name in self.declined)]
         stock = Counter(_target_name(n.target) for n in self.graph.nodes
                         if n.op == "call_function" and n.target is not operator.getitem
@@ -605,9 +712,14 @@ def _reference(name: str) -> Callable:
 
 
 class FastTraining:
-    """Joint forward+backward ``ExportedProgram`` -> the same program on the dcx training kernels."""
+    """Joint forward+backward ``ExportedProgram`` -> the same program on the dcx training kernels.
+
+    ``leave_frozen``: leave the frozen region (``frozen_xnnpack.frozen_region``) as it is, for XNNPACK."""
 
     name = "fast_training"
+
+    def __init__(self, leave_frozen: bool = False):
+        self.leave_frozen = leave_frozen
 
     def run(self, joint: ExportedProgram, ctx: PassContext) -> ExportedProgram:
         ep, report = self.rewrite(joint)
@@ -624,6 +736,8 @@ class FastTraining:
         ep = copy.deepcopy(joint)
         r = _Rewriter(ep)
         r.cse()
+        if self.leave_frozen:
+            r.leave = frozen_region(ep)
         r.losses()
         sites = r.linear_sites()
         for site in sites:
@@ -635,6 +749,8 @@ class FastTraining:
         r.apply({A.where.self: r.mask})
         for site in sites:
             r.linear_forward(site)
+        r.apply({A._native_batch_norm_legit_no_training.default: r.conv_bn_forward})
+        r.graph.eliminate_dead_code()  # the convolutions fused above lose their last (dead) users
         r.apply({A.convolution.default: r.conv_forward, A.max_pool2d_with_indices.default: r.pool,
                  A.avg_pool2d.default: r.pool})
         r.drop_double_transposes()
