@@ -1179,37 +1179,80 @@ static int pointwise_forward(const struct tk_conv2d* s, const float* x, const fl
 }
 
 #define DOT_K_BLOCK 2048 /* weight gradient: hw in blocks whose rows of g and x stay in L2 */
+#define BATCHED_GW_MAX_HW 256 /* below this plane size the weight gradient is one GEMM over every image */
 
-/* Per image: g_b [c_out, hw] fetched once; gb += its row sums; gw += g_b x_b^T (dot products over hw);
- * gx_b = W^T g_b (W^T packed once, g rows read in place). */
+/* An operand summed over images: element (i, k) of A, or (k, j) of B, is p[(k / hw) * img + i * hw +
+ * k % hw] (i or j a channel, k a pixel of some image): NCHW seen as [c][n * hw]. */
+struct images {
+  const float* p;
+  int64_t hw, img;
+};
+
+static void pack_images(const struct images* s, int64_t k0, int64_t kc, int64_t i0, int64_t ni, int width,
+                        float* dst) {
+  for (int l = 0; l < width; l++) {
+    float* d = dst + l;
+    if (l >= ni) {
+      for (int64_t kk = 0; kk < kc; kk++) d[kk * width] = 0.0f;
+      continue;
+    }
+    int64_t q = k0 % s->hw;
+    const float* row = s->p + (k0 / s->hw) * s->img + (i0 + l) * s->hw;
+    for (int64_t kk = 0; kk < kc; kk++) {
+      d[kk * width] = row[q];
+      if (++q == s->hw) {
+        q = 0;
+        row += s->img;
+      }
+    }
+  }
+}
+
+static void pack_a_images(const void* ctx, int64_t k0, int64_t kc, int64_t i0, int64_t ni, float* dst) {
+  pack_images((const struct images*)ctx, k0, kc, i0, ni, MR, dst);
+}
+
+static void pack_b_images(const void* ctx, int64_t k0, int64_t kc, int64_t j0, int64_t nj, float* dst) {
+  pack_images((const struct images*)ctx, k0, kc, j0, nj, NR, dst);
+}
+
+/* g [n][c_out][hw] fetched once (gb += its row sums); gw = sum over images of g_b x_b^T: dot products
+ * over hw per image for large planes, one packed GEMM with k = n * hw over every image for small ones
+ * (where a dot product per image is too short); gx_b = W^T g_b (W^T packed once, g rows read in place). */
 static int pointwise_backward(const struct tk_conv2d* s, const struct grad_src* src, const float* x, const float* w,
                               float* gx, float* gw, float* gb) {
   const int64_t hw = s->h * s->w, ci = s->c_in, co = s->c_out;
-  const int plain = !src->y && !src->scale && !src->sum_g;
-  const size_t pa = gx ? packed_a_size(ci, co) : 0, ws_n = gx ? gemm_workspace(ci, hw) : 0;
-  float* ws = tk__scratch(pa + ws_n + (plain ? 0 : (size_t)(co * hw)));
+  const int plain = !src->y && !src->scale && !src->sum_g, batched = gw && hw < BATCHED_GW_MAX_HW;
+  const int64_t images_held = batched ? s->n : 1; /* g of every image, or of one at a time */
+  const size_t pa = gx ? packed_a_size(ci, co) : 0;
+  const size_t ws_n = (size_t)max64(gx ? (int64_t)gemm_workspace(ci, hw) : 0, batched ? (int64_t)gemm_workspace(co, ci) : 0);
+  float* ws = tk__scratch(pa + ws_n + (plain ? 0 : (size_t)(images_held * co * hw)));
   if (!ws) return TK_ENOMEM;
-  float* g = ws + pa + ws_n;
+  float* held = ws + pa + ws_n;
   if (gx) {
     struct strided swt = {w, 1, ci};
     pack_a_all(ci, co, strided_a(&swt), ws);
   }
   if (gb) memset(gb, 0, sizeof(float) * (size_t)co);
   for (int64_t b = 0; b < s->n; b++) {
-    const float* xb = x + b * ci * hw;
-    if (plain) g = (float*)src->gy + b * co * hw;
-    else
+    float* g = plain ? (float*)src->gy + b * co * hw : held + (batched ? b * co * hw : 0);
+    if (!plain)
       for (int64_t o = 0; o < co; o++) grad_row(src, (b * co + o) * hw, hw, o, g + o * hw);
     if (gb)
       for (int64_t o = 0; o < co; o++) gb[o] += sum_row(g + o * hw, hw);
-    if (gw)
+    if (gw && !batched)
       for (int64_t k0 = 0; k0 < hw; k0 += DOT_K_BLOCK)
-        gemm_dot(co, ci, min64(DOT_K_BLOCK, hw - k0), g + k0, hw, xb + k0, hw, NULL, gw, ci, b > 0 || k0 > 0, NULL,
-                 NULL, 0);
+        gemm_dot(co, ci, min64(DOT_K_BLOCK, hw - k0), g + k0, hw, x + b * ci * hw + k0, hw, NULL, gw, ci,
+                 b > 0 || k0 > 0, NULL, NULL, 0);
     if (gx) {
       struct strided sg = {g, hw, 1};
       gemm_run(ci, hw, co, (struct operand){0}, ws, strided_b(&sg), gx + b * ci * hw, hw, 0, &plain_out, ws + pa);
     }
+  }
+  if (batched) {
+    struct images ag = {plain ? src->gy : held, hw, co * hw}, bx = {x, hw, ci * hw};
+    gemm_run(co, ci, s->n * hw, (struct operand){pack_a_images, &ag, NULL, 0, NULL}, NULL,
+             (struct operand){pack_b_images, &bx, NULL, 0, NULL}, gw, ci, 0, &plain_out, ws + pa);
   }
   return TK_OK;
 }
