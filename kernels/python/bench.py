@@ -11,6 +11,7 @@ instructions of one fused call (``spl_forward`` in the native driver, x86-64-v3 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -22,7 +23,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import click
 import torch
@@ -57,6 +58,22 @@ def _impls(n: int, d_in: int, d_out: int, p: int, seed: int = 0) -> dict[str, Ca
         "conv1d": lambda: channel_shuffle(F.conv1d(x.unsqueeze(-1), w_conv, b, groups=p).squeeze(-1), p),
         "loop": lambda: channel_shuffle(torch.cat([F.linear(x_parts[i], w[i], b_parts[i]) for i in range(p)], -1), p),
     }
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """PyTorch's intra-op threads and ExecuTorch's threadpool (XNNPACK's) at one thread for the block:
+    every dcx benchmark compares single-threaded runs."""
+    from executorch.extension.pybindings import portable_lib
+
+    threads, pool = torch.get_num_threads(), portable_lib._threadpool_get_thread_count()
+    torch.set_num_threads(1)
+    portable_lib._unsafe_reset_threadpool(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        portable_lib._unsafe_reset_threadpool(pool)
 
 
 def _calls_per_batch(fn: Callable[[], object], target_s: float) -> int:
@@ -155,10 +172,8 @@ def run_kernel_bench(json_path: str | None, markdown_path: Path | None,
     if not is_built():
         raise DcxError("dcx bench kernels needs the fused kernels: run `bash kernels/build.sh` first")
     shapes = shapes or SHAPES
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     rows: list[dict] = []
-    try:
+    with one_thread():
         with torch.inference_mode():
             peak = measure_gemm_peak()
             peak_flops = peak["gflops"] * 1e9
@@ -190,8 +205,6 @@ def run_kernel_bench(json_path: str | None, markdown_path: Path | None,
                                              else row["speedup_vs_dense"] >= 1.0)
                     rows.append(row)
         isa = kernel_isa()
-    finally:
-        torch.set_num_threads(threads)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(rows, indent=2) + "\n")

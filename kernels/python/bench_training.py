@@ -33,7 +33,7 @@ import torch
 from torch import fx, nn
 
 from dcx.errors import DcxError
-from dcx.kernels.bench import _cpu_name, measure_gemm_peak, time_side_by_side
+from dcx.kernels.bench import _cpu_name, measure_gemm_peak, one_thread, time_side_by_side
 
 PROGRAMS = ("coda.classifier.train", "coda.recommender.train", "dcccl.train")
 TARGETS = "at least 2x faster than eager, faster than LiteRT, and 20x faster than stock ExecuTorch where stock is slower than eager"
@@ -59,10 +59,14 @@ def stock_program(program) -> bytes:
     return to_edge(capture_joint(program)).to_executorch().buffer
 
 
-def _conv_out(shape_x, shape_w, node_args) -> int:
-    stride, padding, dilation = node_args[4], node_args[5], node_args[6]
+def _conv_out(shape_x, shape_w, stride, padding, dilation) -> int:
     hw = [(shape_x[2 + i] + 2 * padding[i] - dilation[i] * (shape_w[2 + i] - 1) - 1) // stride[i] + 1 for i in range(2)]
     return shape_x[0] * shape_w[0] * hw[0] * hw[1]
+
+
+# Argument positions of the convolution ops: x, weight, stride (padding and dilation follow), input_grad (None: forward)
+_CONV_ARGS = {"conv2d": (0, 1, 3, None), "conv2d_backward": (1, 2, 4, 8),
+              "conv2d_bn": (0, 1, 8, None), "conv2d_bn_backward": (3, 4, 9, 15)}
 
 
 def node_flops(node: fx.Node) -> int:
@@ -73,11 +77,11 @@ def node_flops(node: fx.Node) -> int:
         x, w = (node.args[0], node.args[1]) if name == "linear" else (node.args[1], node.args[2])
         macs = shape(x)[0] * shape(x)[1] * shape(w)[0]
         return 2 * macs * (1 if name == "linear" else 1 + bool(node.args[4]))
-    if name in ("conv2d", "conv2d_backward"):
-        x, w = (node.args[0], node.args[1]) if name == "conv2d" else (node.args[1], node.args[2])
-        args = node.args if name == "conv2d_backward" else (None, *node.args)
-        macs = _conv_out(shape(x), shape(w), args) * shape(w)[1] * shape(w)[2] * shape(w)[3]
-        return 2 * macs * (1 if name == "conv2d" else 1 + bool(node.args[8]))
+    if name in _CONV_ARGS:
+        xi, wi, si, gi = _CONV_ARGS[name]
+        sx, sw = shape(node.args[xi]), shape(node.args[wi])
+        macs = _conv_out(sx, sw, *node.args[si:si + 3]) * sw[1] * sw[2] * sw[3]
+        return 2 * macs * (1 if gi is None else 1 + bool(node.args[gi]))
     return 0
 
 
@@ -172,7 +176,8 @@ def _random_args(node: fx.Node, g: torch.Generator) -> tuple:
     return tuple(value(a) for a in node.args)
 
 
-KERNEL_OPS = ("linear", "linear_backward", "conv2d", "conv2d_backward", "cross_entropy_loss", "bce_with_logits_loss")
+KERNEL_OPS = ("linear", "linear_backward", "conv2d", "conv2d_backward", "conv2d_bn", "conv2d_bn_backward",
+              "cross_entropy_loss", "bce_with_logits_loss")
 
 
 def kernel_rows(ep, program_name: str, rounds: int) -> list[dict]:
@@ -251,10 +256,8 @@ def run_training_bench(programs=PROGRAMS, rounds: int = 15, warmup: int = 3, cou
 
     if not is_built():
         raise DcxError("the training kernel benchmark needs the dcx training kernels: run `bash kernels/build.sh` first")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     rows: list[dict] = []
-    try:
+    with one_thread():
         peak = measure_gemm_peak()  # measured again at the end: the best of the two is the peak
         with tempfile.TemporaryDirectory() as tmp:
             for name in programs:
@@ -277,7 +280,7 @@ def run_training_bench(programs=PROGRAMS, rounds: int = 15, warmup: int = 3, cou
                            "ratio_to_eager": m / med["eager"], "rounds": rounds}
                     if k == "executorch-fast":
                         row.update(kernels=kernels, pass_ops=report["ops"], left_alone=report["left_alone"],
-                                   stock_ops=report["stock_ops"])
+                                   left_for_xnnpack=report["left_for_xnnpack"], stock_ops=report["stock_ops"])
                     rows.append(row)
                     progress(f"{name:<24} {k:<16} {m * 1e3:9.3f} ms/step  {m / med['eager']:6.2f}x eager")
                 if kernel_shapes:
@@ -287,8 +290,6 @@ def run_training_bench(programs=PROGRAMS, rounds: int = 15, warmup: int = 3, cou
                     rows.append(_instruction_row(program, pte))
                     progress(f"{name:<24} qemu instructions/step: {rows[-1]}")
         peak = max(peak, measure_gemm_peak(), key=lambda p: p["gflops"])
-    finally:
-        torch.set_num_threads(threads)
     for r in rows:  # fractions of the best peak of the run
         for k in [r, *r.get("kernels", {}).values()]:
             if k.get("gflops"):
@@ -331,7 +332,7 @@ def _rate(r: dict) -> str:
     return f"{r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}%"
 
 
-def render_markdown(rows: list[dict]) -> str:
+def render_markdown(rows: list[dict], command: str = "dcx bench training --markdown benchmarks/training_kernels.md") -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     steps: dict[str, dict[str, dict]] = {}
     for r in rows:
@@ -339,7 +340,7 @@ def render_markdown(rows: list[dict]) -> str:
             steps.setdefault(r["program"], {})[r["runtime"]] = r
     peak = next((r for r in rows if r["measure"] == "gemm_peak"), None)
     lines = ["# Training kernels: fast on-device training in ExecuTorch", "",
-             "Written by `dcx bench training --markdown benchmarks/training_kernels.md`; do not edit by hand.",
+             f"Written by `{command}`; do not edit by hand.",
              f"Run {now} on {_cpu_name()}, torch {torch.__version__}, one thread. Times are medians of rounds in",
              "which every runtime of a program runs side by side (the order rotates each round); the ratios come",
              "from one run. `executorch` is the stock program (portable kernels); `executorch-fast` is the same",
@@ -385,12 +386,15 @@ def render_markdown(rows: list[dict]) -> str:
               "fraction of the single-core peak.", ""]
     for name, s in steps.items():
         fast = s["executorch-fast"]
-        left = ", ".join(f"`{r['node']}` ({r['op']}: {r['reason']})" for r in fast["left_alone"]) or "none"
+        left = ", ".join(f"`{r['node']}` ({r['op']}: {r['reason']})" for r in fast["left_alone"])
         op_ms = sum(k["ms"] for k in fast["kernels"].values())
         lines += [f"### {name}", "", f"Operators take {op_ms:.3f} ms of the {fast['median_step_s'] * 1e3:.3f} ms step; "
                   "the rest is the runtime's call into the program, input conversion and the SGD update.",
-                  "", "Stock ops left beside the dcx kernels: "
-                  + ", ".join(f"{k} x{v}" for k, v in fast["stock_ops"].items()) + f". Left alone by the pass: {left}.", "",
+                  "", "Ops beside the dcx kernels (the frozen layers' among them run in XNNPACK, the rest on stock "
+                  "kernels): " + ", ".join(f"{k} x{v}" for k, v in fast["stock_ops"].items())
+                  + f". Frozen layers' nodes left for XNNPACK by the pass: {len(fast['left_for_xnnpack'])}. Left alone "
+                  "for other reasons: "
+                  + (left or "none") + ".", "",
                   "| operator | calls | ms per step | share | GFLOP/s | % of peak |", "|---|---|---|---|---|---|"]
         for op, k in sorted(fast["kernels"].items(), key=lambda kv: -kv[1]["ms"]):
             share = f"{100 * k['share']:.0f}%" if k["share"] is not None else "-"
@@ -403,11 +407,14 @@ def render_markdown(rows: list[dict]) -> str:
                     [f"{r['program']} | {r['op']} | `{r['shape']}` | {r['dcx_s'] * 1e6:.1f} | {r['pytorch_s'] * 1e6:.1f} | "
                      f"{r['speedup']:.2f}x | {_rate(r)}" for r in rows if r["measure"] == "kernel"])
     lines += _table("XNNPACK on the frozen part",
-                    ["XNNPACK needs constant weights, so in a training graph it can take only frozen layers. Their",
-                     "forward, lowered to XNNPACK and on the dcx kernels, as ExecuTorch programs side by side:"],
-                    ["program", "frozen part", "XNNPACK ms", "dcx ms", "used"],
+                    ["XNNPACK needs constant weights, so in a training graph it can take only frozen layers; the",
+                     "export gives it their forward (`dcx.export.passes.frozen_xnnpack`). The measurement behind",
+                     "that choice: the frozen part's forward lowered to XNNPACK and on the dcx kernels, as",
+                     "ExecuTorch programs side by side:"],
+                    ["program", "frozen part", "XNNPACK ms", "dcx ms", "faster"],
                     [f"{r['program']} | {r['part']} | {_ms(r['xnnpack_s'])} | {_ms(r['dcx_s'])} | "
-                     + ("XNNPACK would be faster" if r["xnnpack_faster"] else "dcx (XNNPACK is not faster)")
+                     + (f"XNNPACK, {r['dcx_s'] / r['xnnpack_s']:.1f}x" if r["xnnpack_faster"]
+                        else "dcx kernels: XNNPACK is slower here")
                      for r in rows if r["measure"] == "xnnpack"])
     lines += ["## Notes", "",
               "- Where a fast program's operators take a small part of its step (the CoDA programs), the step is",
@@ -429,14 +436,25 @@ def render_markdown(rows: list[dict]) -> str:
               help="Where to write the Markdown (default: benchmarks/training_kernels.md of the repo).")
 @click.option("--rounds", type=int, default=15, show_default=True, help="Timed rounds per program.")
 @click.option("--no-instructions", is_flag=True, help="Skip the qemu-aarch64 instruction counts.")
-def bench_training(json_path: str | None, markdown_path: str | None, rounds: int, no_instructions: bool) -> None:
+@click.option("--programs", default=",".join(PROGRAMS), show_default=True,
+              help="Training programs, comma-separated (e.g. dcccl_mnv2.train for the mobile-scale one).")
+def bench_training(json_path: str | None, markdown_path: str | None, rounds: int, no_instructions: bool,
+                   programs: str) -> None:
     """One training step per runtime with and without the dcx training kernels (single thread)."""
     from dcx.fileio import write_atomic
     from dcx.kernels._library import REPO_ROOT
-
-    rows = run_training_bench(rounds=rounds, count_instructions=not no_instructions, progress=click.echo)
+    chosen = [p.strip() for p in programs.split(",") if p.strip()]
+    if not chosen or not all(p.endswith(".train") for p in chosen):
+        raise click.BadParameter(f"{programs!r}: give training programs, e.g. {','.join(PROGRAMS)}",
+                                 param_hint="--programs")
+    rows = run_training_bench(programs=chosen, rounds=rounds, count_instructions=not no_instructions,
+                              progress=click.echo)
     md = Path(markdown_path) if markdown_path else REPO_ROOT / "benchmarks" / "training_kernels.md"
-    write_atomic(md, render_markdown(rows))
+    command = " ".join(["dcx bench training", *(["--programs", programs] if chosen != list(PROGRAMS) else []),
+                        *(["--no-instructions"] if no_instructions else []),
+                        *(["--rounds", str(rounds)] if rounds != 15 else []),
+                        "--markdown", markdown_path or "benchmarks/training_kernels.md"])
+    write_atomic(md, render_markdown(rows, command))
     if json_path:
         write_atomic(Path(json_path), json.dumps(rows, indent=2) + "\n")
     click.echo(f"wrote {md}" + (f" and {json_path}" if json_path else ""))

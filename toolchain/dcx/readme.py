@@ -17,6 +17,7 @@ from dcx.fileio import os_errors, write_atomic
 REPO = Path(__file__).resolve().parents[2]
 SECTIONS = {
     "runtimes": "benchmarks/runtimes.md",
+    "runtimes-mobile": "benchmarks/runtimes_mnv2.md",
     "native-runner": "benchmarks/native.md",
     "iciia-mnv2": "benchmarks/iciia_mnv2.md",
     "simulate": "benchmarks/simulate/README.md",

@@ -25,6 +25,7 @@ from dcx.backends import FORMATS
 from dcx.errors import DcxError
 from dcx.export import ExportOptions
 from dcx.export.pipeline import export_recipe
+from dcx.kernels.bench import one_thread
 from dcx.manifest import read_manifest
 from dcx.programs import DeviceProgram
 from dcx.recipes import get_program
@@ -50,9 +51,8 @@ def eager_step(program: DeviceProgram) -> Callable[..., float]:
 
 def bench_runtimes(recipe: str = "all", rounds: int = 15, warmup: int = 3,
                    progress: Callable[[str], None] = lambda s: None) -> list[dict]:
-    torch.set_num_threads(1)
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with one_thread(), tempfile.TemporaryDirectory() as tmp:
         out, fast_out = Path(tmp) / "artifacts", Path(tmp) / "fast"
         export_seconds = {}
         stock = ExportOptions(fast_training=False)

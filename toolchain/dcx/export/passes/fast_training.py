@@ -23,7 +23,8 @@ Decomposed regions (the losses, the embedding gradient, the norms' backward) are
 the pass evaluates the matched nodes and the dcx op's reference (``dcx.kernels.training_reference``)
 on random data of the graph's shapes and rewrites only when they agree. A node whose shape or dtype
 no kernel takes stays a stock node, and the report says which and why: an unsupported case never
-becomes a run-time failure or a wrong answer. The report (``ops``, ``replaced``, ``left_alone``) goes
+becomes a run-time failure or a wrong answer. The report (``ops``, ``replaced``, ``left_alone``,
+``left_for_xnnpack``, ``stock_ops``) goes
 to the manifest; the artifact then requires the ``dcx_train_executorch`` kernel library. With
 ``leave_frozen`` the forward of frozen layers is left as it is, for XNNPACK (``frozen_xnnpack``).
 """
@@ -691,18 +692,17 @@ class _Rewriter:
         self.ep.graph_module.recompile()
 
     def report(self) -> dict:
-        def reason(n: fx.Node) -> str:
-            if n in self.leave:
-                return "a frozen layer's forward: left for XNNPACK"
-            return self.declined.get(n.name, "no dcx pattern matched this node")
-
-        left = [{"node": n.name, "op": _target_name(n.target), "reason": reason(n)}
-                for n in self.graph.nodes if n.op == "call_function" and (n.target in COVERED or n.name in self.declined)]
+        left = [{"node": n.name, "op": _target_name(n.target),
+                 "reason": self.declined.get(n.name, "no dcx pattern matched this node")}
+                for n in self.graph.nodes if n.op == "call_function" and n not in self.leave
+                and (n.target in COVERED or n.name in self.declined)]
+        frozen = [{"node": n.name, "op": _target_name(n.target)} for n in self.graph.nodes
+                  if n in self.leave and n.target in COVERED]
         stock = Counter(_target_name(n.target) for n in self.graph.nodes
                         if n.op == "call_function" and n.target is not operator.getitem
                         and not str(n.target).startswith("dcx"))
         return {"ops": dict(sorted(self.ops.items())), "replaced": dict(sorted(self.replaced.items())),
-                "left_alone": left, "stock_ops": dict(sorted(stock.items()))}
+                "left_alone": left, "left_for_xnnpack": frozen, "stock_ops": dict(sorted(stock.items()))}
 
 
 def _reference(name: str) -> Callable:
