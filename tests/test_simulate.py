@@ -278,7 +278,7 @@ def test_out_holds_the_json_table_and_plots(dcccl_runs, tmp_path):
     for name in ("dcccl_metric.png", "dcccl_bytes.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    from dcx.readme import sync
+    from dcx.readme import SECTIONS, sync
     from dcx.simulate.report import write_results
 
     results = write_results([doc], out, "dcx simulate all")
@@ -287,15 +287,14 @@ def test_out_holds_the_json_table_and_plots(dcccl_runs, tmp_path):
     (root / "benchmarks" / "simulate").mkdir(parents=True)
     (root / "benchmarks" / "simulate" / "README.md").write_text(results.read_text())
     readme = root / "README.md"
+    others = {n: rel for n, rel in SECTIONS.items() if n != "simulate"}
     readme.write_text("# title\n\n<!-- dcx:simulate -->\nold\n<!-- /dcx:simulate -->\n\nafter\n" + "".join(
-        f"<!-- dcx:{n} -->\n<!-- /dcx:{n} -->\n" for n in ("runtimes", "native-runner", "iciia-mnv2")))
+        f"<!-- dcx:{n} -->\n<!-- /dcx:{n} -->\n" for n in others))
     assert "simulate" in sync(readme, root, check=True)
     sync(readme, root)
     text = readme.read_text()
     assert "old" not in text and "after" in text and "acc_dcccl" in text and sync(readme, root, check=True) == [
-        f"{n} ({rel} not written yet: run the command that writes it)" for n, rel in
-        (("runtimes", "benchmarks/runtimes.md"), ("native-runner", "benchmarks/native.md"),
-         ("iciia-mnv2", "benchmarks/iciia_mnv2.md"))]
+        f"{n} ({rel} not written yet: run the command that writes it)" for n, rel in others.items()]
     readme.write_text("no markers\n")
     with pytest.raises(DcxError, match="no section <!-- dcx:"):
         sync(readme, root)

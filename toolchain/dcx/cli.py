@@ -306,10 +306,12 @@ def bench_runtimes_cmd(recipe_name: str, rounds: int, json_path: str | None, mar
     if markdown_path:
         from dcx.fileio import write_atomic
 
-        write_atomic(Path(markdown_path), 
-            "# On-device training step per runtime\n\nWritten by `dcx bench runtimes --markdown "
-            f"{markdown_path}` (single-threaded, {rounds} interleaved rounds, medians; ratios to PyTorch eager "
-            "measured in the same run).\n\n```\n" + table + "\n```\n")
+        command = " ".join(["dcx bench runtimes", *(["--recipe", recipe_name] if recipe_name != "all" else []),
+                            *(["--rounds", str(rounds)] if rounds != 15 else []), "--markdown", markdown_path])
+        write_atomic(Path(markdown_path),
+                     f"# On-device training step per runtime\n\nWritten by `{command}` (single-threaded, {rounds} "
+                     "interleaved rounds, medians; ratios to PyTorch eager measured in the same run).\n\n```\n"
+                     + table + "\n```\n")
 
 
 def _write_json(path: str | None, data: object, flag: str = "--json") -> None:
