@@ -254,8 +254,10 @@ def dcx(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 def test_ctrl_c_on_the_command_line_keeps_finished_rounds(tmp_path):
     out = tmp_path / "run.json"
+    # Ctrl-C's default action even where the test runner was started with SIGINT ignored (a background job)
     proc = subprocess.Popen([sys.executable, "-c", CLI, "simulate", "dcccl", "--quick", "--device-runtime", "torch",
-                             "--rounds", "5", "--json", str(out)], stderr=subprocess.PIPE, text=True)
+                             "--rounds", "5", "--json", str(out)], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stderr:
         if line.startswith("[round 1/5]"):
             proc.send_signal(signal.SIGINT)

@@ -32,7 +32,7 @@ from dcx.manifest import ManifestEntry, read_manifest
 from dcx.reference import ProgramReference
 from dcx.runtimes import get_runtime
 from dcx.targets import Target
-from dcx.verification import DEFAULT_TOLERANCE
+from dcx.verification import DEFAULT_TOLERANCE, output_error
 
 Progress = Callable[[str], None]
 
@@ -86,8 +86,7 @@ def _compare(reference: ProgramReference, outputs: dict[str, np.ndarray] | None,
              weights: dict[str, np.ndarray] | None) -> tuple[bool, float]:
     """(within verify's tolerances, max error): inference outputs, or training losses and final weights."""
     if reference.kind == "infer":
-        errors = [float(np.max(np.abs(np.asarray(outputs[n], np.float64) - reference.outputs[n])))
-                  for n in reference.output_names]
+        errors = [output_error(outputs[n], reference.outputs[n]) for n in reference.output_names]
         return max(errors) <= DEFAULT_TOLERANCE.forward, max(errors)
     loss_err = max(abs(a - float(b)) / max(1.0, abs(float(b))) for a, b in zip(losses, reference.losses))
     weight_err = max(float(np.max(np.abs(weights[n] - w))) for n, w in reference.final.items())
