@@ -179,7 +179,7 @@ def test_rule_checker_rejects_other_invalid_models():
 
 
 def test_direct_dcccl_objective_is_rejected(programs):
-    """PLATFORM.md's fact, reproduced from the real program: softmax(mimic + small) -> CE is not updatable."""
+    """Core ML's rule, reproduced from the real program: softmax(mimic + small) -> CE is not updatable."""
     naive = build_updatable(programs["dcccl.train"], "direct")
     problems = check_updatable_model(naive.spec)
     assert problems and all("(logits, add)" in p for p in problems)

@@ -26,7 +26,7 @@ from dcx.models.mobilenet_small import MobileNetSmall
 from dcx.models.mobilenetv2 import mobilenet_v2_imagenet
 from dcx.recipes.dcccl import ControlledLoss
 
-PAPER_OVERHEAD_PCT = 1.62  # ICIIA's FLOPs overhead on MobileNetV3-L in the paper (DESIGN.md 1.2)
+PAPER_OVERHEAD_PCT = 1.62  # ICIIA's FLOPs overhead on MobileNetV3-L in the paper (docs/methods.md 1.2)
 SIZE = 32  # export tests run the small MobileNet at 32x32 to stay fast
 STEPS = 10
 

@@ -356,17 +356,16 @@ def fast_programs():
     frozen layers alone, then those lowered to XNNPACK."""
     from dcx.export import ExportOptions
     from dcx.export.executorch import EXPORTER
-    from dcx.export.passes import PassContext, run_passes
+    from dcx.export.passes import PassContext
     from dcx.recipes import get_program
 
     out = {}
     for name in TRAIN:
         program = get_program(name)
         ctx = PassContext(program, ExportOptions(), "executorch")
-        edge = run_passes(EXPORTER.passes(program, ctx.options), program.module, ctx)
+        pte, _ = EXPORTER.build(program, ctx.options, ctx)
         records = {r.name: r.changes for r in ctx.records}
-        out[name] = (program, edge.to_executorch().buffer, {**records["fast_training"],
-                                                            "xnnpack": records["lower_frozen_to_xnnpack"]})
+        out[name] = (program, pte, {**records["fast_training"], "xnnpack": records["lower_frozen_to_xnnpack"]})
     return out
 
 

@@ -37,10 +37,8 @@ int main(int argc, char** argv) {
     else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atol(argv[++i]);
     else if (!strcmp(argv[i], "--no-shuffle")) shuffle = 0;
     else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
-      int ok = 0;
-      for (int isa = SPL_ISA_PORTABLE; isa <= SPL_ISA_NEON; isa++)
-        if (!strcmp(argv[i + 1], spl_isa_name(isa))) ok = spl_set_isa(isa) == SPL_OK;
-      if (!ok) { fprintf(stderr, "isa %s not available\n", argv[i + 1]); return 2; }
+      const int isa = spl_isa_from_name(argv[i + 1]);
+      if (isa < 0 || spl_set_isa(isa) != SPL_OK) { fprintf(stderr, "isa %s not available\n", argv[i + 1]); return 2; }
       i++;
     }
   }

@@ -55,12 +55,15 @@ int spl_isa_available(int isa) {
   }
 }
 
+int spl_isa_from_name(const char* name) {
+  for (int isa = SPL_ISA_PORTABLE; isa <= SPL_ISA_NEON; isa++)
+    if (name && strcmp(name, spl_isa_name(isa)) == 0) return isa;
+  return -1;
+}
+
 static int best_isa(void) {
-  const char* env = getenv("DCX_SPL_ISA"); /* force one for tests: portable, x86-64-v3, neon */
-  if (env && *env) {
-    for (int isa = SPL_ISA_PORTABLE; isa <= SPL_ISA_NEON; isa++)
-      if (strcmp(env, spl_isa_name(isa)) == 0 && spl_isa_available(isa)) return isa;
-  }
+  const int forced = spl_isa_from_name(getenv("DCX_SPL_ISA")); /* force one for tests */
+  if (forced > 0 && spl_isa_available(forced)) return forced;
 #if defined(__aarch64__)
   return SPL_ISA_NEON;
 #else

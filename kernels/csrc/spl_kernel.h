@@ -54,6 +54,8 @@ int spl_set_isa(int isa);
 int spl_active_isa(void);
 const char* spl_isa_name(int isa);
 int spl_isa_available(int isa);
+/* The implementation named name ("portable", "x86-64-v3", "neon"), or -1. */
+int spl_isa_from_name(const char* name);
 
 /* y [N, d_out] = shuffle(blockdiag(W) x + b). */
 int spl_forward(const float* x, const float* w, const float* bias, int64_t n, int64_t d_in,

@@ -1,4 +1,4 @@
-"""Fused kernels for dcx: the shuffled partitioned linear of ICIIA (DESIGN.md 1.2) in one pass.
+"""Fused kernels for dcx: the shuffled partitioned linear of ICIIA (docs/methods.md 1.2) in one pass.
 
     y = shuffle(blockdiag(W_1..W_P) x + b),   shuffle(z)[j*P + p] = z[p*(d_out/P) + j]
 

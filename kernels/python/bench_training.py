@@ -41,22 +41,26 @@ TARGETS = "at least 2x faster than eager, faster than LiteRT, and 20x faster tha
 
 # ---------------------------------------------------------------------------------------------- programs
 
-def fast_program(program) -> tuple[bytes, dict, object]:
-    """The ``.pte`` of a training program after the fast-training pass, the pass report and the rewritten graph."""
-    from dcx.export.passes.fast_training import FastTraining
-    from dcx.export.passes.frozen_xnnpack import lower_frozen_to_xnnpack
-    from dcx.export.passes.graph_capture import capture_joint
+def _built(program, fast_training: bool) -> tuple[bytes, dict, object]:
+    """What ``dcx export`` writes for a training program: the ``.pte``, the pass records and the graph before lowering."""
+    from dcx.export import ExportOptions
+    from dcx.export.executorch import EXPORTER
+    from dcx.export.passes import PassContext
 
-    ep, report = FastTraining(leave_frozen=True).rewrite(capture_joint(program))
-    return lower_frozen_to_xnnpack(copy.deepcopy(ep)).to_executorch().buffer, report, ep
+    options = ExportOptions(fast_training=fast_training)
+    ctx = PassContext(program, options, "executorch")
+    pte, graph = EXPORTER.build(program, options, ctx)
+    return pte, {r.name: r.changes for r in ctx.records}, graph
+
+
+def fast_program(program) -> tuple[bytes, dict, object]:
+    """The fast ``.pte`` of a training program, the fast-training pass report and the rewritten graph."""
+    pte, records, graph = _built(program, fast_training=True)
+    return pte, records["fast_training"], graph
 
 
 def stock_program(program) -> bytes:
-    from executorch.exir import to_edge
-
-    from dcx.export.passes.graph_capture import capture_joint
-
-    return to_edge(capture_joint(program)).to_executorch().buffer
+    return _built(program, fast_training=False)[0]
 
 
 def _conv_out(shape_x, shape_w, stride, padding, dilation) -> int:

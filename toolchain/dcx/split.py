@@ -1,4 +1,4 @@
-"""Width split of a trained CNN into parallel large and small submodels (DC-CCL, DESIGN.md 1.1).
+"""Width split of a trained CNN into parallel large and small submodels (DC-CCL, docs/methods.md 1.1).
 
 Every channel of every layer goes to the large group L or to the small group S
 (a fraction ``ratio``); the weights that connect the two groups are dropped, so

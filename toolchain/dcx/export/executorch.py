@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 from pathlib import Path
+from typing import Any
 
 from dcx.errors import UnsupportedOp
 from dcx.export import ArtifactInfo, ExportOptions
@@ -71,12 +72,18 @@ class ExecuTorchExporter:
             FunctionPass("lower_to_xnnpack", _lower_to_xnnpack)
         return [*fuse, CaptureProgram(), lower]
 
+    def build(self, program: DeviceProgram, options: ExportOptions, ctx: PassContext) -> tuple[bytes, Any]:
+        """The ``.pte`` bytes and the graph the last pass lowered (what benchmarks and tests inspect)."""
+        passes = self.passes(program, options)
+        graph = run_passes(passes[:-1], program.module, ctx)
+        edge = run_passes(passes[-1:], graph, ctx)  # to_edge and lower_frozen_to_xnnpack leave their input as it is
+        return edge.to_executorch().buffer, graph
+
     def export(self, program: DeviceProgram, path: Path, options: ExportOptions,
                reference: ProgramReference | None = None) -> ArtifactInfo:
         ctx = PassContext(program, options, self.format)
         try:
-            edge = run_passes(self.passes(program, options), program.module, ctx)
-            buffer = edge.to_executorch().buffer
+            buffer, _ = self.build(program, options, ctx)
         except Exception as e:
             op = unsupported_op(e)
             if op:

@@ -1,4 +1,4 @@
-"""The ICIIA module (DESIGN.md 1.2) and the two ways a phone runs it.
+"""The ICIIA module (docs/methods.md 1.2) and the two ways a phone runs it.
 
 ``ICIIA`` attends from a target feature h over ``[h; H]``, H the features of
 the client's recent unlabelled images, with partitioned, shuffled Q/K/V/O

@@ -1,4 +1,4 @@
-"""Partitioned linear projection with feature shuffling (ICIIA, section 1.2 of DESIGN.md).
+"""Partitioned linear projection with feature shuffling (ICIIA, section 1.2 of docs/methods.md).
 
 A d_in x d_out projection becomes P independent blocks of shape
 (d_out/P x d_in/P): a block-diagonal weight, P times fewer parameters and FLOPs.

@@ -1,6 +1,6 @@
 """CoDA: cloud-coordinated data augmentation for on-device recommendation.
 
-Roles (DESIGN.md 1.3):
+Roles (docs/methods.md 1.3):
 - cloud: trains a global recommender on the pool of its users' samples; for a
   device's coarse query (a histogram of its local items over item clusters: no
   item ids, no labels), retrieves candidate samples of the pool users with the

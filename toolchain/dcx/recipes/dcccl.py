@@ -1,6 +1,6 @@
 """DC-CCL: device-cloud controlled learning for a cloud model too large for the phone.
 
-Roles (DESIGN.md 1.1):
+Roles (docs/methods.md 1.1):
 - cloud: trains the parallel pair ``L + S`` on cloud samples, then distils a
   light mimic ``M ~= L``; fuses the devices' ``S_k`` by FedAvg.
 - device: receives ``M`` (frozen) and ``S``; trains ``S_k`` on local samples
@@ -317,7 +317,7 @@ class DCCCL:
         return {"accuracy": float(np.mean(np.asarray(preds) == test.labels.numpy())), "samples": float(len(test))}
 
     def evaluate(self, seed: int = 0) -> dict[str, float]:
-        """The method end to end on Fashion-MNIST, with the baselines of DESIGN.md 1.1.
+        """The method end to end on Fashion-MNIST, with the baselines of docs/methods.md 1.1.
 
         Accuracies are means over devices, each on test images drawn with that device's class mix:
         cloud-only ``L + S``; device-only S (trained from scratch on the device's samples alone);

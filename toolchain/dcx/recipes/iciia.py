@@ -1,6 +1,6 @@
 """ICIIA: one-time-trained intra-client inter-image attention over a cache of recent unlabelled images.
 
-Roles (DESIGN.md 1.2):
+Roles (docs/methods.md 1.2):
 - cloud: trains a backbone once, then trains the ICIIA module once on
   simulated clients (a small class subset each, cache filled from that subset).
   No per-client training ever happens.

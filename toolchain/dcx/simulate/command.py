@@ -26,7 +26,7 @@ from dcx.errors import DcxError
 @click.option("--checkpoint", type=click.Path(), help="the cloud phase from `dcx train` (default: train it now)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="write the rounds and the summary as JSON (rewritten after every round)")
-@click.option("--out", type=click.Path(file_okay=False), help="also write METHOD.json, METHOD.md and the plots here")
+@click.option("--out", type=click.Path(file_okay=False), help="also write <method>.json, <method>.md and the plots here")
 @click.option("--force", is_flag=True, help="write into a non-empty --out (only dcx's own files are replaced)")
 def simulate_cmd(method: str, devices: int | None, rounds: int | None, runtime: str, engine: str, dropout: float,
                  stragglers: float, quick: bool, seed: int, checkpoint: str | None, json_path: str | None,
