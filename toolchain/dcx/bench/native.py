@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from dcx.errors import DcxError
+from dcx.kernels.bench import one_thread
 from dcx.manifest import ManifestEntry, read_manifest
 from dcx.reference import ProgramReference
 from dcx.targets import Target
@@ -30,13 +31,12 @@ from dcx.targets.runner import instructions_per_unit, kernel_libraries, run_arti
 
 
 class _PybindingsTimer:
-    """``model`` loaded in the pybindings, single-threaded, timed around ``forward`` on fixed inputs."""
+    """``model`` loaded in the pybindings, timed around ``forward`` on fixed inputs (``bench_native`` holds one thread)."""
 
     def __init__(self, model: Path, inputs: list[np.ndarray]):
         import torch
         from executorch.extension.pybindings import portable_lib
 
-        portable_lib._unsafe_reset_threadpool(1)
         self.buffer = model.read_bytes()  # the loaded program points into these bytes
         self.module = portable_lib._load_for_executorch_from_buffer(self.buffer)
         self.inputs = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs)
@@ -97,7 +97,7 @@ def bench_native(artifacts: Path, rounds: int = 7, iterations: int = 200, warmup
     if not entries:
         raise DcxError(f"{artifacts}: no ExecuTorch inference artifacts to benchmark: export with --format executorch")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="dcx-bench-native-") as tmp:
+    with one_thread(), tempfile.TemporaryDirectory(prefix="dcx-bench-native-") as tmp:
         for entry in entries:
             row = _bench_artifact(artifacts, entry, Path(tmp), rounds, iterations, warmup)
             if instructions_target is not None:
