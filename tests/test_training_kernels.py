@@ -106,6 +106,7 @@ CONVS = [  # n, c_in, h, w, c_out, k, stride, padding, dilation, groups
     (2, 6, 9, 9, 6, 3, 1, 1, 1, 6), (2, 8, 15, 15, 8, 3, 2, 1, 1, 8), (2, 16, 7, 7, 24, 1, 1, 0, 1, 1),
     (1, 3, 6, 6, 2, 6, 1, 0, 1, 1), (2, 4, 12, 12, 8, 5, 3, 2, 1, 1),
     (2, 3, 20, 20, 5, 1, 1, 0, 1, 1),  # a pointwise plane of 400 pixels: the per-image weight gradient
+    (2, 12, 10, 16, 12, 3, 1, 1, 1, 12),  # depthwise on rows of whole vectors (straight to and from place)
 ]
 
 
@@ -151,20 +152,55 @@ def test_conv2d_bn_values_and_gradients(ops, cfg, low, high):
         conv = F.conv2d(x, w, b, stride, padding, dilation, groups)
         return F.batch_norm(conv, mean, var, bn_w, bn_b, False, 0.0, 1e-5).clamp(low, high)
 
-    conv, y = ops.conv2d_bn(x, wt, b, bn_w, bn_b, mean, var, 1e-5, *geo, low, high, True)
+    conv, y = ops.conv2d_bn(x, wt, b, bn_w, bn_b, mean, var, 1e-5, *geo, low, high, True, False)
     fan = (c_in // groups) * k[0] * k[1]
     close(y, layer(x, wt, b, bn_w, bn_b), 1e-4 * max(1.0, fan ** 0.5), "conv2d_bn")
     close(conv, F.conv2d(x, wt, b, stride, padding, dilation, groups), 1e-4 * max(1.0, fan ** 0.5), "conv2d_bn conv")
-    frozen = ops.conv2d_bn(x, wt, b, bn_w, bn_b, mean, var, 1e-5, *geo, low, high, False)
+    frozen = ops.conv2d_bn(x, wt, b, bn_w, bn_b, mean, var, 1e-5, *geo, low, high, False, False)
     assert frozen[0].numel() == 0 and torch.equal(frozen[1], y)
     gy = torch.randn(y.shape, generator=g)
     want = grads(layer, (x, wt, b, bn_w, bn_b), gy)
-    got = ops.conv2d_bn_backward(gy, y, conv, x, wt, bn_w, mean, var, 1e-5, *geo, low, high, True, True, True)
+    got = ops.conv2d_bn_backward(gy, y, conv, x, wt, bn_w, bn_b, mean, var, 1e-5, *geo, low, high, True, True, True)
     close(got, tuple(want), 1e-4 * max(1.0, (n * y.shape[2] * y.shape[3]) ** 0.5), "conv2d_bn grads")
-    gx, gw, gb, gbw, gbb = ops.conv2d_bn_backward(gy, y, conv, x, wt, bn_w, mean, var, 1e-5, *geo, low, high,
+    gx, gw, gb, gbw, gbb = ops.conv2d_bn_backward(gy, y, conv, x, wt, bn_w, bn_b, mean, var, 1e-5, *geo, low, high,
                                                   False, False, False)
     assert gx.numel() == gb.numel() == gbw.numel() == gbb.numel() == 0
     close(gw, want[1], 1e-4 * max(1.0, (n * y.shape[2] * y.shape[3]) ** 0.5), "conv2d_bn weight grad alone")
+
+
+@pytest.mark.parametrize("cfg", [(2, 8, 9, 9, 8, 3, 1, 1, 1, 8), (2, 6, 7, 7, 10, 1, 1, 0, 1, 1)], ids=str)
+@pytest.mark.parametrize("recoverable", [True, False])
+@pytest.mark.parametrize("low,high", [(0.0, 6.0), (-math.inf, math.inf)])
+def test_conv2d_bn_conv_out_only_for_backward(ops, cfg, recoverable, low, high):
+    """With conv_only_for_backward, the forward leaves conv_out unwritten when the backward can take
+    the normalised input from y (the norm's bias within 32 weights, the mean within 32 deviations),
+    and writes it otherwise (here one channel's bias is 100 weights); the gradients match autograd
+    either way: an unwritten conv_out (NaN here) that the backward read would poison them."""
+    n, c_in, h, w_, c_out, k, stride, padding, dilation, groups = cfg
+    geo = ([stride] * 2, [padding] * 2, [dilation] * 2, groups)
+    g = torch.Generator().manual_seed(11 + c_out)
+    x, wt = torch.randn(n, c_in, h, w_, generator=g), torch.randn(c_out, c_in // groups, k, k, generator=g)
+    bn_w, bn_b = torch.rand(c_out, generator=g) + 0.5, torch.randn(c_out, generator=g)
+    mean, var = torch.randn(c_out, generator=g), torch.rand(c_out, generator=g) + 0.5
+    if not recoverable:
+        bn_b[1] = 100.0 * bn_w[1]
+
+    def layer(x, w, bn_w, bn_b):
+        conv = F.conv2d(x, w, None, *geo)
+        return F.batch_norm(conv, mean, var, bn_w, bn_b, False, 0.0, 1e-5).clamp(low, high)
+
+    want_y = layer(x, wt, bn_w, bn_b)
+    conv, y = torch.full(want_y.shape, math.nan), torch.empty(want_y.shape)
+    ops.conv2d_bn.out(x, wt, None, bn_w, bn_b, mean, var, 1e-5, *geo, low, high, True, True, out0=conv, out1=y)
+    close(y, want_y, 1e-4 * k, "conv2d_bn")
+    if recoverable:
+        assert conv.isnan().all(), "conv_out was written though the backward recovers it"
+    else:
+        close(conv, F.conv2d(x, wt, None, *geo), 1e-4 * k, "conv2d_bn conv")
+    gy = torch.randn(y.shape, generator=g)
+    got = ops.conv2d_bn_backward(gy, y, conv, x, wt, bn_w, bn_b, mean, var, 1e-5, *geo, low, high, True, False, True)
+    want = grads(layer, (x, wt, bn_w, bn_b), gy)
+    close([got[i] for i in (0, 1, 3, 4)], list(want), 1e-4 * (n * h * w_) ** 0.5, "conv2d_bn grads")
 
 
 @pytest.mark.parametrize("shape,kernel,stride,padding", [((2, 3, 8, 8), [2, 2], [2, 2], [0, 0]),
@@ -283,7 +319,7 @@ def test_out_variants_write_in_place(ops):
     (lambda d: d.embedding_backward(torch.randn(3, 4), torch.tensor([0, 1, 9]), 5, -1), "dcx::embedding_backward: kernel failed"),
     (lambda d: d.max_pool2d(torch.randn(1, 1, 4, 4), [2, 2], [2, 2], [2, 2]), "padding may be at most half the window"),
     (lambda d: d.conv2d_bn(torch.randn(1, 2, 4, 4), torch.randn(4, 2, 1, 1), None, None, None, torch.zeros(3),
-                           torch.ones(4), 1e-5, [1, 1], [0, 0], [1, 1], 1, 0.0, 6.0, True),
+                           torch.ones(4), 1e-5, [1, 1], [0, 0], [1, 1], 1, 0.0, 6.0, True, False),
      "dcx::conv2d_bn: running_mean must have shape \\[4\\]"),
 ])
 def test_bad_input_is_one_line(ops, call, match):

@@ -159,7 +159,8 @@ std::tuple<Tensor&, Tensor&> conv2d_bn_out(const Tensor& x, const Tensor& w, con
                                            const std::optional<Tensor>& bn_w, const std::optional<Tensor>& bn_b,
                                            const Tensor& mean, const Tensor& var, double eps, at::IntArrayRef stride,
                                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, double low,
-                                           double high, bool keep_conv, Tensor& conv_out, Tensor& y) {
+                                           double high, bool keep_conv, bool conv_only_for_backward, Tensor& conv_out,
+                                           Tensor& y) {
   Inputs in;
   tk::Shape o[2];
   tk_conv2d s;
@@ -169,8 +170,8 @@ std::tuple<Tensor&, Tensor&> conv2d_bn_out(const Tensor& x, const Tensor& w, con
                               &s));
   prepare(conv_out, o[0]);
   prepare(y, o[1]);
-  fail_if(tk::conv2d_bn_run(s, ax, aw, ab, abw, abb, am, av, eps, low, high, keep_conv, f(conv_out),
-                            f(y)));
+  fail_if(tk::conv2d_bn_run(s, ax, aw, ab, abw, abb, am, av, eps, low, high, keep_conv, conv_only_for_backward,
+                            f(conv_out), f(y)));
   return {conv_out, y};
 }
 
@@ -178,9 +179,10 @@ std::tuple<Tensor, Tensor> conv2d_bn(const Tensor& x, const Tensor& w, const std
                                      const std::optional<Tensor>& bn_w, const std::optional<Tensor>& bn_b,
                                      const Tensor& mean, const Tensor& var, double eps, at::IntArrayRef stride,
                                      at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, double low,
-                                     double high, bool keep_conv) {
+                                     double high, bool keep_conv, bool conv_only_for_backward) {
   Tensor conv_out = empty_like_float(x), y = empty_like_float(x);
-  conv2d_bn_out(x, w, b, bn_w, bn_b, mean, var, eps, stride, padding, dilation, groups, low, high, keep_conv, conv_out, y);
+  conv2d_bn_out(x, w, b, bn_w, bn_b, mean, var, eps, stride, padding, dilation, groups, low, high, keep_conv,
+                conv_only_for_backward, conv_out, y);
   return {conv_out, y};
 }
 
@@ -188,8 +190,8 @@ using Tensor5 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 using Tensor5Ref = std::tuple<Tensor&, Tensor&, Tensor&, Tensor&, Tensor&>;
 
 Tensor5Ref conv2d_bn_backward_out(const Tensor& gy, const Tensor& y, const Tensor& conv_out, const Tensor& x,
-                                  const Tensor& w, const std::optional<Tensor>& bn_w, const Tensor& mean,
-                                  const Tensor& var, double eps, at::IntArrayRef stride, at::IntArrayRef padding,
+                                  const Tensor& w, const std::optional<Tensor>& bn_w,
+                                  const std::optional<Tensor>& bn_b, const Tensor& mean, const Tensor& var, double eps, at::IntArrayRef stride, at::IntArrayRef padding,
                                   at::IntArrayRef dilation, int64_t groups, double low, double high, bool input_grad,
                                   bool bias_grad, bool bn_grad, Tensor& gx, Tensor& gw, Tensor& gb, Tensor& gbw,
                                   Tensor& gbb) {
@@ -197,9 +199,9 @@ Tensor5Ref conv2d_bn_backward_out(const Tensor& gy, const Tensor& y, const Tenso
   tk::Shape o[5];
   tk_conv2d s;
   const tk::Arg ag = in(gy, "grad_y"), ay = in(y, "y"), ac = in(conv_out, "conv_out"), ax = in(x, "x"),
-                aw = in(w, "weight"), abw = in(bn_w, "bn_weight"), am = in(mean, "running_mean"),
-                av = in(var, "running_var");
-  fail_if(tk::conv2d_bn_backward_check(ag, ay, ac, ax, aw, abw, am, av, conv_params(stride, padding, dilation, groups),
+                aw = in(w, "weight"), abw = in(bn_w, "bn_weight"), abb = in(bn_b, "bn_bias"),
+                am = in(mean, "running_mean"), av = in(var, "running_var");
+  fail_if(tk::conv2d_bn_backward_check(ag, ay, ac, ax, aw, abw, abb, am, av, conv_params(stride, padding, dilation, groups),
                                        input_grad, bias_grad, bn_grad, o, &s));
   Tensor* outs[5] = {&gx, &gw, &gb, &gbw, &gbb};
   float* p[5];
@@ -207,17 +209,18 @@ Tensor5Ref conv2d_bn_backward_out(const Tensor& gy, const Tensor& y, const Tenso
     prepare(*outs[i], o[i]);
     p[i] = f(*outs[i]);
   }
-  fail_if(tk::conv2d_bn_backward_run(s, ag, ay, ac, ax, aw, abw, am, av, eps, low, high, input_grad, bias_grad, bn_grad, p));
+  fail_if(tk::conv2d_bn_backward_run(s, ag, ay, ac, ax, aw, abw, abb, am, av, eps, low, high, input_grad, bias_grad, bn_grad, p));
   return {gx, gw, gb, gbw, gbb};
 }
 
 Tensor5 conv2d_bn_backward(const Tensor& gy, const Tensor& y, const Tensor& conv_out, const Tensor& x, const Tensor& w,
-                           const std::optional<Tensor>& bn_w, const Tensor& mean, const Tensor& var, double eps,
+                           const std::optional<Tensor>& bn_w, const std::optional<Tensor>& bn_b, const Tensor& mean,
+                           const Tensor& var, double eps,
                            at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                            double low, double high, bool input_grad, bool bias_grad, bool bn_grad) {
   Tensor o[5];
   for (Tensor& t : o) t = empty_like_float(gy);
-  conv2d_bn_backward_out(gy, y, conv_out, x, w, bn_w, mean, var, eps, stride, padding, dilation, groups, low, high,
+  conv2d_bn_backward_out(gy, y, conv_out, x, w, bn_w, bn_b, mean, var, eps, stride, padding, dilation, groups, low, high,
                          input_grad, bias_grad, bn_grad, o[0], o[1], o[2], o[3], o[4]);
   return {o[0], o[1], o[2], o[3], o[4]};
 }
@@ -454,10 +457,11 @@ TORCH_LIBRARY_FRAGMENT(dcx, m) {
       {"conv2d_bn",
        "Tensor x, Tensor weight, Tensor? bias, Tensor? bn_weight, Tensor? bn_bias, Tensor running_mean, "
        "Tensor running_var, float eps, int[2] stride, int[2] padding, int[2] dilation, int groups, float low, "
-       "float high, bool keep_conv",
+       "float high, bool keep_conv, bool conv_only_for_backward",
        "(Tensor, Tensor)", out2},
       {"conv2d_bn_backward",
-       "Tensor grad_y, Tensor y, Tensor conv_out, Tensor x, Tensor weight, Tensor? bn_weight, Tensor running_mean, "
+       "Tensor grad_y, Tensor y, Tensor conv_out, Tensor x, Tensor weight, Tensor? bn_weight, Tensor? bn_bias, "
+       "Tensor running_mean, "
        "Tensor running_var, float eps, int[2] stride, int[2] padding, int[2] dilation, int groups, float low, "
        "float high, bool input_grad, bool bias_grad, bool bn_grad",
        "(Tensor, Tensor, Tensor, Tensor, Tensor)", out5},

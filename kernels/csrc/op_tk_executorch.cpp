@@ -256,37 +256,37 @@ void sgd_update_out(KernelRuntimeContext& ctx, Span<EValue*> s) {
 // Each kernel call is a profiled event named like the stock kernels' (native_call_<op>), so ETDump
 // and dcx.targets.runner.top_operators see the dcx ops by name.
 // conv2d_bn.out(x, weight, bias?, bn_weight?, bn_bias?, running_mean, running_var, eps, stride, padding,
-//               dilation, groups, low, high, keep_conv, *, out0, out1)
+//               dilation, groups, low, high, keep_conv, conv_only_for_backward, *, out0, out1)
 void conv2d_bn_out(KernelRuntimeContext& ctx, Span<EValue*> s) {
   const Stack a{ctx, s};
   const tk::Arg x = a.tensor(0, "x"), w = a.tensor(1, "weight"), b = a.optional(2, "bias"),
                 bw = a.optional(3, "bn_weight"), bb = a.optional(4, "bn_bias"), m = a.tensor(5, "running_mean"),
                 v = a.tensor(6, "running_var");
-  const bool keep = a.flag(14);
+  const bool keep = a.flag(14), lazy = a.flag(15);
   tk::Shape o[2];
   tk_conv2d g;
-  if (a.ok(tk::conv2d_bn_check(x, w, b, bw, bb, m, v, conv_params(a, 8), keep, o, &g)) && a.prepare(15, o[0]) &&
-      a.prepare(16, o[1]))
-    a.ok(tk::conv2d_bn_run(g, x, w, b, bw, bb, m, v, a.real(7), a.real(12), a.real(13), keep, a.f(15), a.f(16)));
+  if (a.ok(tk::conv2d_bn_check(x, w, b, bw, bb, m, v, conv_params(a, 8), keep, o, &g)) && a.prepare(16, o[0]) &&
+      a.prepare(17, o[1]))
+    a.ok(tk::conv2d_bn_run(g, x, w, b, bw, bb, m, v, a.real(7), a.real(12), a.real(13), keep, lazy, a.f(16), a.f(17)));
 }
 
-// conv2d_bn_backward.out(grad_y, y, conv_out, x, weight, bn_weight?, running_mean, running_var, eps, stride,
-//                        padding, dilation, groups, low, high, input_grad, bias_grad, bn_grad, *, out0 .. out4)
+// conv2d_bn_backward.out(grad_y, y, conv_out, x, weight, bn_weight?, bn_bias?, running_mean, running_var, eps,
+//                        stride, padding, dilation, groups, low, high, input_grad, bias_grad, bn_grad, *, out0 .. out4)
 void conv2d_bn_backward_out(KernelRuntimeContext& ctx, Span<EValue*> s) {
   const Stack a{ctx, s};
   const tk::Arg gy = a.tensor(0, "grad_y"), y = a.tensor(1, "y"), c = a.tensor(2, "conv_out"), x = a.tensor(3, "x"),
-                w = a.tensor(4, "weight"), bw = a.optional(5, "bn_weight"), m = a.tensor(6, "running_mean"),
-                v = a.tensor(7, "running_var");
-  const bool ig = a.flag(15), bg = a.flag(16), ng = a.flag(17);
+                w = a.tensor(4, "weight"), bw = a.optional(5, "bn_weight"), bb = a.optional(6, "bn_bias"),
+                m = a.tensor(7, "running_mean"), v = a.tensor(8, "running_var");
+  const bool ig = a.flag(16), bg = a.flag(17), ng = a.flag(18);
   tk::Shape o[5];
   tk_conv2d g;
-  if (!a.ok(tk::conv2d_bn_backward_check(gy, y, c, x, w, bw, m, v, conv_params(a, 9), ig, bg, ng, o, &g))) return;
+  if (!a.ok(tk::conv2d_bn_backward_check(gy, y, c, x, w, bw, bb, m, v, conv_params(a, 10), ig, bg, ng, o, &g))) return;
   float* p[5];
   for (size_t i = 0; i < 5; i++) {
-    if (!a.prepare(18 + i, o[i])) return;
-    p[i] = a.f(18 + i);
+    if (!a.prepare(19 + i, o[i])) return;
+    p[i] = a.f(19 + i);
   }
-  a.ok(tk::conv2d_bn_backward_run(g, gy, y, c, x, w, bw, m, v, a.real(8), a.real(13), a.real(14), ig, bg, ng, p));
+  a.ok(tk::conv2d_bn_backward_run(g, gy, y, c, x, w, bw, bb, m, v, a.real(9), a.real(14), a.real(15), ig, bg, ng, p));
 }
 
 #define DCX_KERNEL(op, fn)                                                                       \

@@ -22,7 +22,7 @@ struct tk_impl {
   int (*conv2d_backward)(const struct tk_conv2d* s, const float* grad_y, const float* x,
                          const float* w, const float* relu_out, float* gx, float* gw, float* gb);
   int (*conv2d_bn_forward)(const struct tk_conv2d* s, const float* x, const float* w, const float* bias,
-                           const struct tk_bn* bn, float lo, float hi, float* conv_out, float* y);
+                           const struct tk_bn* bn, float lo, float hi, float* conv_out, float* y, int lazy_conv_out);
   int (*conv2d_bn_backward)(const struct tk_conv2d* s, const float* grad_y, const float* y, const float* conv_out,
                             const float* x, const float* w, const struct tk_bn* bn, float lo, float hi, float* gx,
                             float* gw, float* gb, float* g_bn_w, float* g_bn_b);

@@ -848,9 +848,9 @@ static void out_row(const float* v, int64_t n, int64_t ch, const struct gemm_out
 
 /* The output gradient a convolution backward reads, g = grad_y * (lo < y < hi) (when y: the mask
  * of a clamp, ReLU: lo 0, hi inf) * scale[c] (when scale: a frozen batch norm's). With sum_g,
- * each row fetched also adds sum(g') and sum(g' * (conv_out - mean[c])) (g' before the scale)
- * into sum_g[c] and sum_gx[c]: the batch norm's parameter gradients, once every row is fetched
- * exactly once. */
+ * each row fetched also adds sum(g') and sum(g' * (norm_in - centre[c])) (g' before the scale)
+ * into sum_g[c] and sum_gx[c]: the batch norm's parameter gradients (norm_in: conv_out centred
+ * on the mean, or y centred on the norm's bias), once every row is fetched exactly once. */
 struct grad_src {
   const float* gy;
   const float* y;
@@ -858,17 +858,17 @@ struct grad_src {
   const float* scale;
   float* sum_g;
   float* sum_gx;
-  const float* conv_out;
-  const float* mean;
+  const float* norm_in;
+  const float* centre;
 };
 
 /* dst[i] = g at flat index at + i, channel ch */
 static void grad_row(const struct grad_src* src, int64_t at, int64_t n, int64_t ch, float* dst) {
   const float* gy = src->gy + at;
   const float* y = src->y ? src->y + at : NULL;
-  const float* cx = src->sum_g ? src->conv_out + at : NULL;
+  const float* cx = src->sum_g ? src->norm_in + at : NULL;
   const v8f vlo = splat8(src->lo), vhi = splat8(src->hi), sc = splat8(src->scale ? src->scale[ch] : 1.0f);
-  const v8f mean = splat8(cx ? src->mean[ch] : 0.0f);
+  const v8f mean = splat8(cx ? src->centre[ch] : 0.0f);
   v8f acc_g = splat8(0.0f), acc_gx = splat8(0.0f);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -992,13 +992,26 @@ static void block_planes(const float* t, int64_t b, int64_t c, int64_t c0, int64
   for (int l = 0; l < 8; l++) out[l] = c0 + l < c ? t + (b * c + c0 + l) * plane_len : NULL;
 }
 
-/* xp = the zero-bordered [hp][wp][8] image of the 8 planes (transposed whole into tmp [h*w][8]) */
+/* xp = the zero-bordered [hp][wp][8] image of the 8 planes: row by row straight into place when the
+ * rows are whole vectors, else transposed whole into tmp [h*w][8] and copied; only the border zeroed. */
 static void pad_c8(const struct tk_conv2d* s, const struct dw_geom* g, const float* const planes[8], float* tmp,
                    float* xp) {
-  to_c8(planes, s->h * s->w, tmp);
-  memset(xp, 0, sizeof(float) * 8 * (size_t)(g->hp * g->wp));
-  for (int64_t ih = 0; ih < s->h; ih++)
-    memcpy(xp + ((ih + s->pad_h) * g->wp + s->pad_w) * 8, tmp + ih * s->w * 8, sizeof(float) * 8 * (size_t)s->w);
+  const size_t row = 8 * (size_t)g->wp;
+  memset(xp, 0, sizeof(float) * row * (size_t)s->pad_h);
+  memset(xp + (s->pad_h + s->h) * row, 0, sizeof(float) * row * (size_t)(g->hp - s->pad_h - s->h));
+  if (s->w % 8) to_c8(planes, s->h * s->w, tmp);
+  for (int64_t ih = 0; ih < s->h; ih++) {
+    float* r = xp + (ih + s->pad_h) * row;
+    memset(r, 0, sizeof(float) * 8 * (size_t)s->pad_w);
+    memset(r + 8 * (s->pad_w + s->w), 0, sizeof(float) * 8 * (size_t)(g->wp - s->pad_w - s->w));
+    if (s->w % 8) {
+      memcpy(r + 8 * s->pad_w, tmp + ih * s->w * 8, sizeof(float) * 8 * (size_t)s->w);
+    } else {
+      const float* src[8];
+      for (int l = 0; l < 8; l++) src[l] = planes[l] ? planes[l] + ih * s->w : NULL;
+      to_c8(src, s->w, r + 8 * s->pad_w);
+    }
+  }
 }
 
 /* the offsets (in floats) of the taps in the padded buffer, and the weights of the block by tap */
@@ -1137,12 +1150,20 @@ static int depthwise_backward(const struct tk_conv2d* s, const struct grad_src* 
             for (int64_t ow = 0; ow < g.ow; ow++) st8(xr + ow * step, ld8(xr + ow * step) + wt * ld8(gr + ow * 8));
           }
         }
-      if (gx) {
+      if (gx) { /* rows of whole vectors straight from place, else gathered into xc and transposed whole */
         float* dst[8];
         for (int l = 0; l < 8; l++) dst[l] = c0 + l < s->c_in ? gx + (b * s->c_in + c0 + l) * s->h * s->w : NULL;
-        for (int64_t ih = 0; ih < s->h; ih++)
-          memcpy(xc + ih * s->w * 8, gxp + ((ih + s->pad_h) * g.wp + s->pad_w) * 8, sizeof(float) * 8 * (size_t)s->w);
-        from_c8(xc, s->h * s->w, dst);
+        for (int64_t ih = 0; ih < s->h; ih++) {
+          const float* r = gxp + ((ih + s->pad_h) * g.wp + s->pad_w) * 8;
+          if (s->w % 8) {
+            memcpy(xc + ih * s->w * 8, r, sizeof(float) * 8 * (size_t)s->w);
+          } else {
+            float* rows[8];
+            for (int l = 0; l < 8; l++) rows[l] = dst[l] ? dst[l] + ih * s->w : NULL;
+            from_c8(r, s->w, rows);
+          }
+        }
+        if (s->w % 8) from_c8(xc, s->h * s->w, dst);
       }
     }
     if (gw)
@@ -1196,15 +1217,9 @@ static void pack_images(const struct images* s, int64_t k0, int64_t kc, int64_t 
       for (int64_t kk = 0; kk < kc; kk++) d[kk * width] = 0.0f;
       continue;
     }
-    int64_t q = k0 % s->hw;
     const float* row = s->p + (k0 / s->hw) * s->img + (i0 + l) * s->hw;
-    for (int64_t kk = 0; kk < kc; kk++) {
-      d[kk * width] = row[q];
-      if (++q == s->hw) {
-        q = 0;
-        row += s->img;
-      }
-    }
+    for (int64_t kk = 0, q = k0 % s->hw; kk < kc; kk += s->hw - q, q = 0, row += s->img) /* image by image */
+      for (int64_t i = q; i < s->hw && kk + i - q < kc; i++) d[(kk + i - q) * width] = row[i];
   }
 }
 
@@ -1364,9 +1379,30 @@ static int impl_conv2d_backward(const struct tk_conv2d* s, const float* gy, cons
 }
 
 /* Convolution + frozen batch norm + clamp: the norm folded into a per-channel scale and shift of
- * the output stage, and, backward, into the gradient the convolution backward fetches. */
+ * the output stage, and, backward, into the gradient the convolution backward fetches.
+ *
+ * The norm's weight gradient needs xhat = (conv_out - mean) * rsqrt(var + eps) where the clamp
+ * passes the gradient, and there y = weight * xhat + bias exactly but for rounding: xhat = (y -
+ * bias) / weight, with an error of about eps_float * (|bias / weight| + |mean| * rsqrt(var + eps)
+ * + |xhat|). Where every channel bounds the first two terms by 32 (a few 1e-6 at most, against
+ * the 1e-7 of conv_out - mean), the backward takes xhat from y, and a forward whose conv_out only
+ * this backward reads (lazy_conv_out) does not write it: one output tensor less written, and read,
+ * per layer. Both sides decide with this one test on the same parameters. */
+#define BN_RECOVER_BOUND 32.0f
+
+static int bn_recovers_from_y(const struct tk_bn* bn, int64_t c) {
+  if (!bn->weight) return 0;
+  for (int64_t i = 0; i < c; i++) {
+    const float w = fabsf(bn->weight[i]), b = bn->bias ? fabsf(bn->bias[i]) : 0.0f;
+    const float m = fabsf(bn->mean[i]) / sqrtf(bn->var[i] + bn->eps);
+    if (!(w > 0.0f && b <= BN_RECOVER_BOUND * w && m <= BN_RECOVER_BOUND)) return 0; /* NaN fails too */
+  }
+  return 1;
+}
+
 static int impl_conv2d_bn_forward(const struct tk_conv2d* s, const float* x, const float* w, const float* bias,
-                                  const struct tk_bn* bn, float lo, float hi, float* conv_out, float* y) {
+                                  const struct tk_bn* bn, float lo, float hi, float* conv_out, float* y,
+                                  int lazy_conv_out) {
   float* ss = (float*)malloc(sizeof(float) * 2 * (size_t)s->c_out);
   if (!ss) return TK_ENOMEM;
   for (int64_t c = 0; c < s->c_out; c++) { /* y = (v - mean) * rstd * w + b = v * scale + shift */
@@ -1374,6 +1410,7 @@ static int impl_conv2d_bn_forward(const struct tk_conv2d* s, const float* x, con
     ss[c] = scale;
     ss[s->c_out + c] = (bn->bias ? bn->bias[c] : 0.0f) - bn->mean[c] * scale;
   }
+  if (lazy_conv_out && bn_recovers_from_y(bn, s->c_out)) conv_out = NULL;
   const struct gemm_out o = {bias, NULL, ss, ss + s->c_out, lo, hi, 1, 0};
   const int rc = conv_forward(s, x, w, &o, conv_out, y);
   free(ss);
@@ -1383,20 +1420,24 @@ static int impl_conv2d_bn_forward(const struct tk_conv2d* s, const float* x, con
 static int impl_conv2d_bn_backward(const struct tk_conv2d* s, const float* gy, const float* y, const float* conv_out,
                                    const float* x, const float* w, const struct tk_bn* bn, float lo, float hi, float* gx,
                                    float* gw, float* gb, float* g_bn_w, float* g_bn_b) {
-  float* scale = (float*)malloc(sizeof(float) * 3 * (size_t)s->c_out);
+  const int64_t c = s->c_out;
+  float* scale = (float*)malloc(sizeof(float) * 4 * (size_t)c);
   if (!scale) return TK_ENOMEM;
-  float* sum_g = scale + s->c_out;
-  float* sum_gx = sum_g + s->c_out;
-  for (int64_t c = 0; c < s->c_out; c++) {
-    scale[c] = (bn->weight ? bn->weight[c] : 1.0f) / sqrtf(bn->var[c] + bn->eps);
-    sum_g[c] = sum_gx[c] = 0.0f;
+  float* sum_g = scale + c;
+  float* sum_gx = sum_g + c;
+  float* centre = sum_gx + c;
+  const int from_y = bn_recovers_from_y(bn, c);
+  for (int64_t i = 0; i < c; i++) {
+    scale[i] = (bn->weight ? bn->weight[i] : 1.0f) / sqrtf(bn->var[i] + bn->eps);
+    sum_g[i] = sum_gx[i] = 0.0f;
+    centre[i] = from_y ? (bn->bias ? bn->bias[i] : 0.0f) : bn->mean[i];
   }
   const int want = g_bn_w || g_bn_b;
-  const struct grad_src src = {gy, y, lo, hi, scale, want ? sum_g : NULL, sum_gx, conv_out, bn->mean};
+  const struct grad_src src = {gy, y, lo, hi, scale, want ? sum_g : NULL, sum_gx, from_y ? y : conv_out, centre};
   const int rc = conv_backward(s, &src, x, w, gx, gw, gb);
-  for (int64_t c = 0; c < s->c_out; c++) {
-    if (g_bn_w) g_bn_w[c] = sum_gx[c] / sqrtf(bn->var[c] + bn->eps);
-    if (g_bn_b) g_bn_b[c] = sum_g[c];
+  for (int64_t i = 0; i < c; i++) {
+    if (g_bn_w) g_bn_w[i] = from_y ? sum_gx[i] / bn->weight[i] : sum_gx[i] / sqrtf(bn->var[i] + bn->eps);
+    if (g_bn_b) g_bn_b[i] = sum_g[i];
   }
   free(scale);
   return rc;

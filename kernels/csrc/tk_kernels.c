@@ -108,13 +108,13 @@ int tk_conv2d_backward(const struct tk_conv2d* s, const float* grad_y, const flo
 }
 
 int tk_conv2d_bn_forward(const struct tk_conv2d* s, const float* x, const float* w, const float* bias,
-                         const struct tk_bn* bn, float lo, float hi, float* conv_out, float* y) {
+                         const struct tk_bn* bn, float lo, float hi, float* conv_out, float* y, int lazy_conv_out) {
   int rc = tk_conv2d_check(s);
   if (rc) return rc;
   REQUIRE(bn && bn->mean && bn->var, TK_EINVAL_PTR);
   if (s->n == 0) return TK_OK;
   REQUIRE(x && w && y, TK_EINVAL_PTR);
-  return impl()->conv2d_bn_forward(s, x, w, bias, bn, lo, hi, conv_out, y);
+  return impl()->conv2d_bn_forward(s, x, w, bias, bn, lo, hi, conv_out, y, lazy_conv_out);
 }
 
 int tk_conv2d_bn_backward(const struct tk_conv2d* s, const float* grad_y, const float* y, const float* conv_out,

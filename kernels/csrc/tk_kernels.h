@@ -80,14 +80,18 @@ struct tk_bn {
   const float* var;    /* [c_out] */
   float eps;
 };
-/* conv_out may be NULL (not kept: a frozen layer needs no backward); bias may be NULL. */
+/* conv_out may be NULL (not kept: a frozen layer needs no backward); bias may be NULL. With
+ * lazy_conv_out (conv_out is read by tk_conv2d_bn_backward alone), conv_out is written only where
+ * that backward cannot recover what it needs from y (a norm without weight, a weight of 0, or a
+ * bias or mean far above the weight or the deviation: see tk_kernel_impl.h), else left as it was. */
 int tk_conv2d_bn_forward(const struct tk_conv2d* s, const float* x, const float* w, const float* bias,
-                         const struct tk_bn* bn, float lo, float hi, float* conv_out, float* y);
+                         const struct tk_bn* bn, float lo, float hi, float* conv_out, float* y, int lazy_conv_out);
 /* From grad_y and the forward's y and conv_out: g = grad_y * (lo < y < hi) (the clamp's mask, read
  * on its output), grad_bn_weight = sum(g * (conv_out - mean)) * rsqrt(var + eps), grad_bn_bias =
  * sum(g) (over all but the channel dim), and the convolution's gradients (as tk_conv2d_backward)
  * for the output gradient g * weight * rsqrt(var + eps). gx, gw, gb, g_bn_w, g_bn_b may each be
- * NULL (not computed); conv_out is needed for g_bn_w. */
+ * NULL (not computed); conv_out, as the forward left it, is read for g_bn_w only where the forward
+ * wrote it; bn must be the forward's, bias included. */
 int tk_conv2d_bn_backward(const struct tk_conv2d* s, const float* grad_y, const float* y, const float* conv_out,
                           const float* x, const float* w, const struct tk_bn* bn, float lo, float hi, float* gx,
                           float* gw, float* gb, float* g_bn_w, float* g_bn_b);

@@ -246,21 +246,23 @@ inline std::string conv2d_bn_check(const Arg& x, const Arg& w, const Arg& b, con
 }
 inline std::string conv2d_bn_run(const tk_conv2d& s, const Arg& x, const Arg& w, const Arg& b, const Arg& bn_w,
                                  const Arg& bn_b, const Arg& mean, const Arg& var, double eps, double low, double high,
-                                 bool keep_conv, float* conv_out, float* y) {
+                                 bool keep_conv, bool conv_only_for_backward, float* conv_out, float* y) {
   const tk_bn bn{bn_w.f(), bn_b.f(), mean.f(), var.f(), static_cast<float>(eps)};
   return kConvBn.kernel(tk_conv2d_bn_forward(&s, x.f(), w.f(), b.f(), &bn, static_cast<float>(low),
-                                             static_cast<float>(high), keep_conv ? conv_out : nullptr, y));
+                                             static_cast<float>(high), keep_conv ? conv_out : nullptr, y,
+                                             conv_only_for_backward));
 }
 
 // -> grad_x (or [0]), grad_weight, grad_bias (or [0]), grad_bn_weight, grad_bn_bias (or [0] each without bn_grad)
 inline std::string conv2d_bn_backward_check(const Arg& gy, const Arg& y, const Arg& conv_out, const Arg& x, const Arg& w,
-                                            const Arg& bn_w, const Arg& mean, const Arg& var, const ConvParams& p,
+                                            const Arg& bn_w, const Arg& bn_b, const Arg& mean, const Arg& var,
+                                            const ConvParams& p,
                                             bool input_grad, bool bias_grad, bool bn_grad, Shape out[5], tk_conv2d* s) {
   const Op& op = kConvBnBackward;
   for (const Arg* t : {&gy, &y, &conv_out, &x, &w}) TK_TRY(op.tensor(*t));
   TK_TRY(conv_geometry(op, x, w, p, s));
   if (!mean.present || !var.present) return op.fail("running_mean and running_var are required");
-  TK_TRY(bn_check(op, *s, {&bn_w, &mean, &var}));
+  TK_TRY(bn_check(op, *s, {&bn_w, &bn_b, &mean, &var}));
   const Shape ys = shape({s->n, s->c_out, tk_conv2d_out_h(s), tk_conv2d_out_w(s)});
   bool fits = gy.dim == 4;
   for (int i = 0; fits && i < 4; i++) fits = gy.sizes[i] == ys.s[i];
@@ -275,10 +277,10 @@ inline std::string conv2d_bn_backward_check(const Arg& gy, const Arg& y, const A
   return "";
 }
 inline std::string conv2d_bn_backward_run(const tk_conv2d& s, const Arg& gy, const Arg& y, const Arg& conv_out,
-                                          const Arg& x, const Arg& w, const Arg& bn_w, const Arg& mean, const Arg& var,
-                                          double eps, double low, double high, bool input_grad, bool bias_grad,
-                                          bool bn_grad, float* out[5]) {
-  const tk_bn bn{bn_w.f(), nullptr, mean.f(), var.f(), static_cast<float>(eps)};
+                                          const Arg& x, const Arg& w, const Arg& bn_w, const Arg& bn_b, const Arg& mean,
+                                          const Arg& var, double eps, double low, double high, bool input_grad,
+                                          bool bias_grad, bool bn_grad, float* out[5]) {
+  const tk_bn bn{bn_w.f(), bn_b.f(), mean.f(), var.f(), static_cast<float>(eps)};
   return kConvBnBackward.kernel(tk_conv2d_bn_backward(
       &s, gy.f(), y.f(), conv_out.f(), x.f(), w.f(), &bn, static_cast<float>(low), static_cast<float>(high),
       input_grad ? out[0] : nullptr, out[1], bias_grad ? out[2] : nullptr, bn_grad ? out[3] : nullptr,

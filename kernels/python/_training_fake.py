@@ -47,14 +47,14 @@ def _conv2d_backward(grad_y, x, weight, relu_out, stride, padding, dilation, gro
 
 @register("dcx::conv2d_bn")
 def _conv2d_bn(x, weight, bias, bn_weight, bn_bias, running_mean, running_var, eps, stride, padding, dilation, groups,
-               low, high, keep_conv):
+               low, high, keep_conv, conv_only_for_backward):
     y = _conv2d(x, weight, bias, stride, padding, dilation, groups)
     return (_float(x, *y.shape) if keep_conv else _float(x, 0)), y
 
 
 @register("dcx::conv2d_bn_backward")
-def _conv2d_bn_backward(grad_y, y, conv_out, x, weight, bn_weight, running_mean, running_var, eps, stride, padding,
-                        dilation, groups, low, high, input_grad, bias_grad, bn_grad):
+def _conv2d_bn_backward(grad_y, y, conv_out, x, weight, bn_weight, bn_bias, running_mean, running_var, eps, stride,
+                        padding, dilation, groups, low, high, input_grad, bias_grad, bn_grad):
     c = weight.shape[0]
     return (*_grads(x, tuple(weight.shape), c, input_grad, bias_grad),
             *(_float(x, c if bn_grad else 0) for _ in range(2)))

@@ -62,14 +62,14 @@ def _bn_scale(weight, running_var, eps):
 
 
 def conv2d_bn(x, weight, bias, bn_weight, bn_bias, running_mean, running_var, eps, stride, padding, dilation, groups,
-              low, high, keep_conv):
+              low, high, keep_conv, conv_only_for_backward):
     conv = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     y = F.batch_norm(conv, running_mean, running_var, bn_weight, bn_bias, False, 0.0, eps).clamp(low, high)
     return (conv if keep_conv else _empty(conv)), y
 
 
-def conv2d_bn_backward(grad_y, y, conv_out, x, weight, bn_weight, running_mean, running_var, eps, stride, padding,
-                       dilation, groups, low, high, input_grad, bias_grad, bn_grad):
+def conv2d_bn_backward(grad_y, y, conv_out, x, weight, bn_weight, bn_bias, running_mean, running_var, eps, stride,
+                       padding, dilation, groups, low, high, input_grad, bias_grad, bn_grad):
     g = torch.where((y > low) & (y < high), grad_y, torch.zeros_like(grad_y))
     shape = (1, -1, 1, 1)
     rstd = torch.rsqrt(running_var + eps)

@@ -14,7 +14,8 @@ This pass replaces what it recognizes with ops of the dcx training kernel librar
 - the mean cross entropy (``_log_softmax`` + NLL) and the mean binary cross entropy with logits,
   loss and gradient -> ``dcx::cross_entropy_loss`` / ``dcx::bce_with_logits_loss``.
 - ReLU / ReLU6 masks left over -> ``dcx::threshold_backward``; max / average pooling and their
-  backward -> ``dcx::max_pool2d*`` / ``dcx::avg_pool2d*``; the dense embedding gradient
+  backward -> ``dcx::max_pool2d*`` / ``dcx::avg_pool2d*``, the global average pool (``mean`` over
+  H and W) and its gradient (``expand`` then ``div``) among them; the dense embedding gradient
   (``index_put`` into zeros) -> ``dcx::embedding_backward``; the decomposed backward of an eval-mode
   batch norm (frozen statistics) and of a layer norm over the last dim -> ``dcx::batch_norm_frozen_backward``
   / ``dcx::layer_norm_backward``.
@@ -460,6 +461,29 @@ class _Rewriter:
                         else (_ops().avg_pool2d.default, (x, k, s, p, include)))
             self.emit(op, args, [node], [node])
 
+    def global_mean(self, node: fx.Node) -> None:
+        """``mean`` over H and W (kept as 1 x 1) -> ``dcx::avg_pool2d`` with the whole plane as its window."""
+        x, dims = node.args[0], node.args[1]
+        if _tensor(x, dim=4) and sorted(d % 4 for d in dims) == [2, 3] and len(node.args) > 2 and node.args[2]:
+            plane = list(_shape(x)[2:])
+            self.emit(_ops().avg_pool2d.default, (x, plane, plane, [0, 0], True), [node], [node])
+
+    def global_mean_backward(self, node: fx.Node) -> None:
+        """The gradient of that mean, ``expand(g [n, c, 1, 1], [n, c, H, W]) / (H * W)`` ->
+        ``dcx::avg_pool2d_backward`` over the mean's input."""
+        spread = node.args[0]
+        if not _is(spread, A.expand.default) or not _tensor(spread, dim=4):
+            return
+        n, c, h, w = _shape(spread)
+        if _shape(spread.args[0]) != (n, c, 1, 1) or node.args[1] != h * w:
+            return
+        means = [m for m in self.graph.nodes if _is(m, A.mean.dim) and _tensor(m.args[0], dim=4)
+                 and _shape(m.args[0]) == (n, c, h, w)]
+        if means:
+            plane = [h, w]
+            self.emit(_ops().avg_pool2d_backward.default, (spread.args[0], means[0].args[0], plane, plane, [0, 0], True),
+                      [spread, node], [node])
+
     def mask(self, node: fx.Node) -> None:
         m = self.relu_mask(node)
         if m:
@@ -566,7 +590,7 @@ class _Rewriter:
         if not flags[1] or conv.args[2] is not None:
             return False
         items = {u.args[1]: u for u in cb.users if _is(u, operator.getitem)}
-        bn_w, mean, var, eps = m["w"], m["mean"], m["var"], m["eps"]
+        bn_w, bn_b, mean, var, eps = m["w"], bn.args[2], m["mean"], m["var"], m["eps"]
         c = _shape(conv)[1]
         env = {grad: torch.randn(_shape(grad)), conv: torch.randn(_shape(conv)) * 2, x: torch.randn(_shape(x)),
                w: torch.randn(_shape(w)), bn_w: torch.randn(c), mean: torch.randn(c), var: torch.rand(c) + 0.1}
@@ -576,20 +600,22 @@ class _Rewriter:
         pick = [i for i, n in zip((0, 1, 3, 4), outs) if n is not None]
 
         def want(e):
-            r = ref(e[grad], e[pre].clamp(lo, hi), e[conv], e[x], e[w], e[bn_w], e[mean], e[var], eps, *params, lo, hi,
-                    bool(flags[0]), False, True)
+            r = ref(e[grad], e[pre].clamp(lo, hi), e[conv], e[x], e[w], e[bn_w], None, e[mean], e[var], eps, *params,
+                    lo, hi, bool(flags[0]), False, True)
             return [r[i] for i in pick]
 
         if not self._agrees([n for n in outs if n is not None], [env], want):
             self.decline(rstd, "the matched nodes do not compute a convolution + frozen batch norm + clamp backward")
             return True
         return self.emit(_ops().conv2d_bn_backward.default,
-                         (grad, fused[1], conv, x, w, bn_w, mean, var, eps, *params, lo, hi, bool(flags[0]), False, True),
+                         (grad, fused[1], conv, x, w, bn_w, bn_b, mean, var, eps, *params, lo, hi, bool(flags[0]), False,
+                          True),
                          [cb, rstd, m["g"]], [items.get(0), items.get(1), None, m["gw"], m["gb"]])
 
     def conv_bn_forward(self, bn: fx.Node) -> None:
         """convolution -> eval-mode batch norm -> clamp as one ``dcx::conv2d_bn`` (the convolution's output
-        kept when its backward reads it)."""
+        kept when its backward reads it; when only ``dcx::conv2d_bn_backward`` reads it, that recovers it
+        from the layer's output where it can, and the kernel writes it only where it cannot)."""
         conv = bn.args[0]
         fused = self._bn_act(bn)
         if not _is(conv, A.convolution.default) or fused is None or any(u is not fused[1] for u in fused[0].users):
@@ -600,8 +626,13 @@ class _Rewriter:
         if params is None or not all(n is None or _tensor(n, dim=1) for n in (b, bn_w, bn_b, mean, var)) \
                 or mean is None or var is None:
             return
-        keep = any(u is not bn for u in conv.users)
-        self.emit(_ops().conv2d_bn.default, (x, w, b, bn_w, bn_b, mean, var, float(eps), *params, *fused[2:], keep),
+        readers = [u for u in conv.users if u is not bn]
+        only_dcx = all(u.target is _ops().conv2d_bn_backward.default and u.args[2] is conv
+                       and u.args[5:10] == (bn_w, bn_b, mean, var, float(eps))
+                       for u in readers)
+        keep = bool(readers)
+        self.emit(_ops().conv2d_bn.default,
+                  (x, w, b, bn_w, bn_b, mean, var, float(eps), *params, *fused[2:], keep, keep and only_dcx),
                   [conv, bn, fused[1]], [conv if keep else None, fused[1]])
 
     def _reshape_users(self, node: fx.Node) -> list[fx.Node]:
@@ -744,6 +775,7 @@ class FastTraining:
             r.linear_backward(site)
         r.apply({A.convolution_backward.default: r.conv_backward, A.max_pool2d_with_indices_backward.default: r.pool,
                  A.avg_pool2d_backward.default: r.pool, A.index_put.default: r.embedding_backward,
+                 A.div.Scalar: r.global_mean_backward,
                  A.rsqrt.default: r.batch_norm_backward, A.native_layer_norm.default: r.layer_norm_backward})
         r.graph.eliminate_dead_code()  # the masks folded above lose their last users
         r.apply({A.where.self: r.mask})
@@ -752,7 +784,7 @@ class FastTraining:
         r.apply({A._native_batch_norm_legit_no_training.default: r.conv_bn_forward})
         r.graph.eliminate_dead_code()  # the convolutions fused above lose their last (dead) users
         r.apply({A.convolution.default: r.conv_forward, A.max_pool2d_with_indices.default: r.pool,
-                 A.avg_pool2d.default: r.pool})
+                 A.avg_pool2d.default: r.pool, A.mean.dim: r.global_mean})
         r.drop_double_transposes()
         r.finish()
         return ep, r.report()
