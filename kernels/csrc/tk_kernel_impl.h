@@ -1173,6 +1173,218 @@ static int depthwise_backward(const struct tk_conv2d* s, const struct grad_src* 
   return TK_OK;
 }
 
+/* ------------------------------------------------------------------ depthwise 3 x 3: plane by plane */
+
+/* The MobileNet depthwise layer (3 x 3, padding 1, stride 1 or 2) runs on the NCHW planes as they
+ * are, eight output columns per vector: each plane is copied once into a zero-bordered buffer that
+ * stays in L2 (for stride 2, split into its even and odd columns), and each output vector is nine
+ * FMAs over shifted loads. Backward, the plane's output gradient is fetched (grad_row) into a
+ * bordered buffer; the weight gradient is nine accumulators over it, and the input gradient is
+ * gathered row by row (for stride 2 as its odd and even columns, then interleaved): no transposes
+ * and no scatter. Other depthwise shapes take the channels-last blocks above. */
+
+static int is_dw3x3(const struct tk_conv2d* s) {
+  return is_depthwise(s) && s->kh == 3 && s->kw == 3 && s->pad_h == 1 && s->pad_w == 1 && s->dil_h == 1 &&
+         s->dil_w == 1 && s->stride_h == s->stride_w && s->stride_h <= 2;
+}
+
+/* padded row strides: rs (input, whole 16-float chunks for the even/odd split, and room for the
+ * shifted loads of the last vector), ers = rs / 2 (its even or odd columns), grs (output gradient) */
+struct dw3 {
+  int64_t h, w, oh, ow, stride, rs, ers, grs;
+};
+
+static struct dw3 dw3_geom(const struct tk_conv2d* s) {
+  struct dw3 g = {s->h, s->w, tk_conv2d_out_h(s), tk_conv2d_out_w(s), s->stride_h, 0, 0, 0};
+  g.rs = ceil_div(g.w + 2, 16) * 16 + 16;
+  g.ers = g.rs / 2;
+  g.grs = ceil_div(g.ow + 2, 8) * 8 + 16;
+  return g;
+}
+
+/* floats of scratch: padded plane, its even and odd columns, the gradient plane, one row, one
+ * output plane (and a vector past its end) */
+static size_t dw3_scratch(const struct dw3* g) {
+  return (size_t)((g->h + 2) * 2 * g->rs + (g->oh + 2) * g->grs + 2 * g->rs + g->oh * g->ow + 8);
+}
+
+/* Stride 1: xp[r][c] = x[r - 1][c - 1], 0 outside the plane (rows 0 .. h + 1). Stride 2: that
+ * padded plane's even and odd columns instead, xe[r][t] = xp[r][2t] = x[r - 1][2t - 1] and
+ * xo[r][t] = xp[r][2t + 1] = x[r - 1][2t], split straight from x. */
+static void dw3_pad(const struct dw3* g, const float* x, float* xp, float* xe, float* xo) {
+  if (g->stride == 2) {
+    for (int64_t r = 0; r < g->h + 2; r++) {
+      float *e = xe + r * g->ers, *o = xo + r * g->ers;
+      memset(e, 0, sizeof(float) * (size_t)g->ers);
+      memset(o, 0, sizeof(float) * (size_t)g->ers);
+      if (r == 0 || r > g->h) continue;
+      const float* src = x + (r - 1) * g->w;
+      int64_t i = 0;
+      for (; i + 16 <= g->w; i += 16) { /* 16 inputs: 8 even to o, 8 odd to e one column on */
+        const v8f lo = ld8(src + i), hi = ld8(src + i + 8);
+        st8(o + i / 2, __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14));
+        st8(e + i / 2 + 1, __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15));
+      }
+      for (; i < g->w; i++) {
+        if (i % 2)
+          e[(i + 1) / 2] = src[i];
+        else
+          o[i / 2] = src[i];
+      }
+    }
+    return;
+  }
+  memset(xp, 0, sizeof(float) * (size_t)g->rs);
+  for (int64_t r = 1; r <= g->h; r++) {
+    float* d = xp + r * g->rs;
+    d[0] = 0.0f;
+    memcpy(d + 1, x + (r - 1) * g->w, sizeof(float) * (size_t)g->w);
+    memset(d + 1 + g->w, 0, sizeof(float) * (size_t)(g->rs - 1 - g->w));
+  }
+  memset(xp + (g->h + 1) * g->rs, 0, sizeof(float) * (size_t)g->rs);
+}
+
+/* The 3 x 3 taps of output columns ow .. ow + 7 of the row whose padded input rows start at
+ * p0, p1, p2 (stride 1: columns ow + j; stride 2: even/odd columns e_i, o_i). */
+TK_INLINE v8f dw3_taps_s1(const float* const p[3], int64_t ow, const v8f wt[9]) {
+  v8f a[3];
+  for (int i = 0; i < 3; i++) a[i] = wt[3 * i] * ld8(p[i] + ow) + wt[3 * i + 1] * ld8(p[i] + ow + 1) + wt[3 * i + 2] * ld8(p[i] + ow + 2);
+  return a[0] + a[1] + a[2];
+}
+TK_INLINE v8f dw3_taps_s2(const float* const e[3], const float* const o[3], int64_t ow, const v8f wt[9]) {
+  v8f a[3];
+  for (int i = 0; i < 3; i++) a[i] = wt[3 * i] * ld8(e[i] + ow) + wt[3 * i + 1] * ld8(o[i] + ow) + wt[3 * i + 2] * ld8(e[i] + ow + 1);
+  return a[0] + a[1] + a[2];
+}
+
+/* the padded input rows of output row oh: p[i] (stride 1), e[i] and o[i] (stride 2) */
+static void dw3_rows(const struct dw3* g, const float* xp, const float* xe, const float* xo, int64_t oh,
+                     const float* p[3], const float* e[3], const float* o[3]) {
+  for (int i = 0; i < 3; i++) {
+    const int64_t r = oh * g->stride + i;
+    p[i] = xp + r * g->rs;
+    e[i] = xe + r * g->ers;
+    o[i] = xo + r * g->ers;
+  }
+}
+
+static int dw3x3_forward(const struct tk_conv2d* s, const float* x, const float* w, const struct gemm_out* out,
+                         float* raw, float* y) {
+  const struct dw3 g = dw3_geom(s);
+  float* xp = tk__scratch(dw3_scratch(&g));
+  if (!xp) return TK_ENOMEM;
+  float *xe = xp + (g.h + 2) * g.rs, *xo = xe + (g.h + 2) * g.ers;
+  float* plane = xo + (g.h + 2) * g.ers + (g.oh + 2) * g.grs + 2 * g.rs;
+  const int64_t p = g.oh * g.ow;
+  for (int64_t c = 0; c < s->c_in; c++) {
+    v8f wt[9];
+    for (int t = 0; t < 9; t++) wt[t] = splat8(w[c * 9 + t]);
+    for (int64_t b = 0; b < s->n; b++) {
+      dw3_pad(&g, x + (b * s->c_in + c) * g.h * g.w, xp, xe, xo);
+      for (int64_t oh = 0; oh < g.oh; oh++) { /* a row's last vector spills into the next row, rewritten next */
+        const float *pr[3], *er[3], *orow[3];
+        dw3_rows(&g, xp, xe, xo, oh, pr, er, orow);
+        for (int64_t ow = 0; ow < g.ow; ow += 8)
+          st8(plane + oh * g.ow + ow, g.stride == 1 ? dw3_taps_s1(pr, ow, wt) : dw3_taps_s2(er, orow, ow, wt));
+      }
+      const int64_t at = (b * s->c_out + c) * p; /* the output stage over the whole plane: whole vectors */
+      out_row(plane, p, c, out, raw ? raw + at : NULL, y + at);
+    }
+  }
+  return TK_OK;
+}
+
+static int dw3x3_backward(const struct tk_conv2d* s, const struct grad_src* src, const float* x, const float* w,
+                          float* gx, float* gw, float* gb) {
+  const struct dw3 g = dw3_geom(s);
+  float* xp = tk__scratch(dw3_scratch(&g));
+  if (!xp) return TK_ENOMEM;
+  float *xe = xp + (g.h + 2) * g.rs, *xo = xe + (g.h + 2) * g.ers, *gp = xo + (g.h + 2) * g.ers;
+  float *row = gp + (g.oh + 2) * g.grs, *plane = row + 2 * g.rs;
+  const int64_t p = g.oh * g.ow;
+  memset(gp, 0, sizeof(float) * (size_t)g.grs); /* the border rows of the gradient plane */
+  memset(gp + (g.oh + 1) * g.grs, 0, sizeof(float) * (size_t)g.grs);
+  if (gb) memset(gb, 0, sizeof(float) * (size_t)s->c_out);
+  for (int64_t c = 0; c < s->c_in; c++) {
+    v8f wt[9], acc[9];
+    for (int t = 0; t < 9; t++) {
+      wt[t] = splat8(w[c * 9 + t]);
+      acc[t] = splat8(0.0f);
+    }
+    for (int64_t b = 0; b < s->n; b++) {
+      const int by_rows = g.ow % 8 == 0; /* rows of whole vectors: fetched straight into place */
+      if (!by_rows) grad_row(src, (b * s->c_out + c) * p, p, c, plane); /* else the plane at once, then copied */
+      for (int64_t oh = 0; oh < g.oh; oh++) { /* gp[r][t] = g[r - 1][t - 1], 0 outside */
+        float* d = gp + (oh + 1) * g.grs;
+        d[0] = 0.0f;
+        if (by_rows)
+          grad_row(src, (b * s->c_out + c) * p + oh * g.ow, g.ow, c, d + 1);
+        else
+          memcpy(d + 1, plane + oh * g.ow, sizeof(float) * (size_t)g.ow);
+        memset(d + 1 + g.ow, 0, sizeof(float) * (size_t)(g.grs - 1 - g.ow));
+        if (gb) gb[c] += sum_row(d + 1, g.ow);
+      }
+      if (gw) {
+        dw3_pad(&g, x + (b * s->c_in + c) * g.h * g.w, xp, xe, xo);
+        for (int64_t oh = 0; oh < g.oh; oh++) {
+          const float *pr[3], *er[3], *orow[3], *gr = gp + (oh + 1) * g.grs + 1;
+          dw3_rows(&g, xp, xe, xo, oh, pr, er, orow);
+          for (int64_t ow = 0; ow < g.ow; ow += 8) { /* zeros past ow in gr: the last vector adds nothing extra */
+            const v8f gv = ld8(gr + ow);
+            for (int i = 0; i < 3; i++)
+              if (g.stride == 1) {
+                acc[3 * i] += gv * ld8(pr[i] + ow);
+                acc[3 * i + 1] += gv * ld8(pr[i] + ow + 1);
+                acc[3 * i + 2] += gv * ld8(pr[i] + ow + 2);
+              } else {
+                acc[3 * i] += gv * ld8(er[i] + ow);
+                acc[3 * i + 1] += gv * ld8(orow[i] + ow);
+                acc[3 * i + 2] += gv * ld8(er[i] + ow + 1);
+              }
+          }
+        }
+      }
+      if (!gx) continue;
+      float* gxp = gx + (b * s->c_in + c) * g.h * g.w;
+      for (int64_t ih = 0; ih < g.h; ih++) {
+        if (g.stride == 1) { /* gx[ih][iw] = sum w[i][j] g[ih + 1 - i][iw + 1 - j] = sum w[i][j] gp[ih + 2 - i][iw + 2 - j] */
+          for (int64_t iw = 0; iw < g.w; iw += 8) {
+            v8f a = splat8(0.0f);
+            for (int i = 0; i < 3; i++) {
+              const float* gr = gp + (ih + 2 - i) * g.grs + iw;
+              a += wt[3 * i] * ld8(gr + 2) + wt[3 * i + 1] * ld8(gr + 1) + wt[3 * i + 2] * ld8(gr);
+            }
+            st8(iw + 8 <= g.w ? gxp + ih * g.w + iw : row + iw, a);
+          }
+          if (g.w % 8) memcpy(gxp + ih * g.w + g.w / 8 * 8, row + g.w / 8 * 8, sizeof(float) * (size_t)(g.w % 8));
+        } else { /* padded row r = ih + 1 gets output rows oh with 2 oh + i = r: its column 2u + 1 (input
+                  * column 2u) from tap j = 1 of output column u, its column 2u + 2 (input 2u + 1) from
+                  * j = 0 of column u + 1 and j = 2 of column u */
+          const int64_t r = ih + 1;
+          for (int64_t u = 0; 2 * u < g.w; u += 8) {
+            v8f odd = splat8(0.0f), even = splat8(0.0f);
+            for (int i = 0; i < 3; i++) {
+              const int64_t oh2 = r - i; /* 2 * oh */
+              if (oh2 < 0 || oh2 % 2 || oh2 / 2 >= g.oh) continue;
+              const float* gr = gp + (oh2 / 2 + 1) * g.grs + 1; /* g[oh][t] = gr[t] */
+              odd += wt[3 * i + 1] * ld8(gr + u);
+              even += wt[3 * i] * ld8(gr + u + 1) + wt[3 * i + 2] * ld8(gr + u);
+            }
+            float* d = 2 * u + 16 <= g.w ? gxp + ih * g.w + 2 * u : row + 2 * u;
+            st8(d, __builtin_shufflevector(odd, even, 0, 8, 1, 9, 2, 10, 3, 11));
+            st8(d + 8, __builtin_shufflevector(odd, even, 4, 12, 5, 13, 6, 14, 7, 15));
+          }
+          const int64_t done = g.w / 16 * 16; /* columns stored in place; the rest went through row */
+          memcpy(gxp + ih * g.w + done, row + done, sizeof(float) * (size_t)(g.w - done));
+        }
+      }
+    }
+    if (gw)
+      for (int t = 0; t < 9; t++) gw[c * 9 + t] = hsum8(acc[t]);
+  }
+  return TK_OK;
+}
+
 /* ------------------------------------------------------------------ pointwise: plain GEMMs per image */
 
 static int is_pointwise(const struct tk_conv2d* s) {
@@ -1278,6 +1490,7 @@ static int pointwise_backward(const struct tk_conv2d* s, const struct grad_src* 
  * raw is given (o->out_delta is set here). */
 static int conv_forward(const struct tk_conv2d* s, const float* x, const float* w, const struct gemm_out* o, float* raw,
                         float* y) {
+  if (is_dw3x3(s)) return dw3x3_forward(s, x, w, o, raw, y);
   if (is_depthwise(s)) return depthwise_forward(s, x, w, o, raw, y);
   if (is_pointwise(s)) return pointwise_forward(s, x, w, o, raw, y);
   const struct conv_dims d = conv_dims(s);
@@ -1321,6 +1534,7 @@ static int impl_conv2d_forward(const struct tk_conv2d* s, const float* x, const 
 
 static int conv_backward(const struct tk_conv2d* s, const struct grad_src* src, const float* x, const float* w,
                          float* gx, float* gw, float* gb) {
+  if (is_dw3x3(s)) return dw3x3_backward(s, src, x, w, gx, gw, gb);
   if (is_depthwise(s)) return depthwise_backward(s, src, x, w, gx, gw, gb);
   if (is_pointwise(s)) return pointwise_backward(s, src, x, w, gx, gw, gb);
   const struct conv_dims d = conv_dims(s);
