@@ -576,6 +576,57 @@ def test_fused_conv_bn_trains_like_eager_in_native_runner(native_built, tmp_path
     _assert_native_trains_like_eager(program, _pte(_fast(program)[0]), tmp_path, target)
 
 
+class MobileTail(nn.Module):
+    """A MobileNet stem and depthwise block ending in the global average pool (``mean`` over H and W):
+    the fused layers keep their convolution's output only for their own backward, the 3 x 3 depthwise
+    runs on NCHW planes (stride 2, a width of 20: whole vectors and a ragged end), and the pool and
+    its gradient (``expand`` / HW) become dcx pooling kernels."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False), nn.BatchNorm2d(8),
+                                nn.ReLU6())
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x, y):
+        h = self.dw(self.stem(x)).mean((2, 3), keepdim=True)
+        return F.cross_entropy(self.fc(h.flatten(1)), y)
+
+
+def _mobile_tail_program():
+    from dcx.programs import SGD, DeviceProgram
+
+    torch.manual_seed(0)
+    model = MobileTail()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    g = torch.Generator().manual_seed(3)
+    batches = [(torch.randn(4, 3, 20, 20, generator=g), torch.randint(0, 4, (4,), generator=g)) for _ in range(5)]
+    return DeviceProgram("test.mobile_tail", "train", model, batches[0], ("x", "y"), ("loss",), "mobile",
+                         optimizer=SGD(0.1), batches=lambda steps, seed=0: batches[:steps])
+
+
+def test_global_pool_and_lazy_conv_out(tmp_path):
+    program = _mobile_tail_program()
+    ep, report = _fast(program)
+    assert report["ops"]["dcx::avg_pool2d"] == 1 and report["ops"]["dcx::avg_pool2d_backward"] == 1, report
+    assert report["ops"]["dcx::conv2d_bn"] == 2 and report["ops"]["dcx::conv2d_bn_backward"] == 2, report
+    assert not {"aten.mean.dim", "aten.expand", "aten.div.Scalar"} & set(report["stock_ops"]), report["stock_ops"]
+    fused = [n for n in ep.graph.nodes if n.op == "call_function" and str(n.target) == "dcx.conv2d_bn.default"]
+    assert [n.args[-2:] for n in fused] == [(True, True)] * 2  # kept, for the dcx backward alone
+    _assert_trains_like_eager(program, _pte(ep), steps=5)
+
+
+@pytest.mark.parametrize("target", ["host", "qemu"])
+def test_mobile_tail_trains_like_eager_in_native_runner(native_built, tmp_path, target):
+    program = _mobile_tail_program()
+    _assert_native_trains_like_eager(program, _pte(_fast(program)[0]), tmp_path, target)
+
+
 def test_pte_without_its_kernel_library_is_refused_in_one_line(fast_programs, tmp_path):
     """A fresh process that has not loaded libdcx_train_executorch.so: one line naming the library."""
     _, pte, _ = fast_programs["coda.classifier.train"]
