@@ -901,14 +901,14 @@ static void grad_row(const struct grad_src* src, int64_t at, int64_t n, int64_t 
 
 /* ------------------------------------------------------------------ depthwise: eight channels per vector */
 
-/* A depthwise convolution runs on blocks of eight channels held channels-last: one vector is one
- * pixel of the eight channels, so every tap of every output pixel is one full-width FMA, for any
- * plane size and stride, and the block's weights are nine vectors (lanes past c_in are zero and
- * never stored). Per image and block: the input goes into a zero-bordered [hp][wp][8] buffer
- * (8 x 8 transposes), the taps run, and the result comes back to NCHW through the output stage;
- * backward, the gradient is fetched plane by plane (grad_row), transposed, and one pass over the
- * output pixels adds into the nine weight-gradient vectors and scatters into the padded input
- * gradient. */
+/* A depthwise convolution (but the MobileNet 3 x 3, below) runs on blocks of eight channels held
+ * channels-last: one vector is one pixel of the eight channels, so every tap of every output pixel
+ * is one full-width FMA, for any plane size and stride, and the block's weights are one vector per
+ * tap (lanes past c_in are zero and never stored). Per image and block: the input goes into a
+ * zero-bordered [hp][wp][8] buffer (8 x 8 transposes), the taps run, and the result comes back to
+ * NCHW through the output stage; backward, the gradient is fetched plane by plane (grad_row),
+ * transposed, and one pass over the output pixels adds into the weight-gradient vectors and
+ * scatters into the padded input gradient. */
 
 TK_INLINE void transpose8(v8f r[8]) {
   v8f t[8], u[8];
@@ -1188,8 +1188,8 @@ static int is_dw3x3(const struct tk_conv2d* s) {
          s->dil_w == 1 && s->stride_h == s->stride_w && s->stride_h <= 2;
 }
 
-/* padded row strides: rs (input, whole 16-float chunks for the even/odd split, and room for the
- * shifted loads of the last vector), ers = rs / 2 (its even or odd columns), grs (output gradient) */
+/* padded row strides, each with room for the shifted loads of a row's last vector: rs (input),
+ * ers = rs / 2 (a row's even or odd columns), grs (output gradient) */
 struct dw3 {
   int64_t h, w, oh, ow, stride, rs, ers, grs;
 };
@@ -1202,8 +1202,8 @@ static struct dw3 dw3_geom(const struct tk_conv2d* s) {
   return g;
 }
 
-/* floats of scratch: padded plane, its even and odd columns, the gradient plane, one row, one
- * output plane (and a vector past its end) */
+/* floats of scratch: padded plane (stride 1) or its even and odd columns (stride 2), the gradient
+ * plane, one row, one output plane (and a vector past its end) */
 static size_t dw3_scratch(const struct dw3* g) {
   return (size_t)((g->h + 2) * 2 * g->rs + (g->oh + 2) * g->grs + 2 * g->rs + g->oh * g->ow + 8);
 }
@@ -1248,12 +1248,14 @@ static void dw3_pad(const struct dw3* g, const float* x, float* xp, float* xe, f
  * p0, p1, p2 (stride 1: columns ow + j; stride 2: even/odd columns e_i, o_i). */
 TK_INLINE v8f dw3_taps_s1(const float* const p[3], int64_t ow, const v8f wt[9]) {
   v8f a[3];
-  for (int i = 0; i < 3; i++) a[i] = wt[3 * i] * ld8(p[i] + ow) + wt[3 * i + 1] * ld8(p[i] + ow + 1) + wt[3 * i + 2] * ld8(p[i] + ow + 2);
+  for (int i = 0; i < 3; i++)
+    a[i] = wt[3 * i] * ld8(p[i] + ow) + wt[3 * i + 1] * ld8(p[i] + ow + 1) + wt[3 * i + 2] * ld8(p[i] + ow + 2);
   return a[0] + a[1] + a[2];
 }
 TK_INLINE v8f dw3_taps_s2(const float* const e[3], const float* const o[3], int64_t ow, const v8f wt[9]) {
   v8f a[3];
-  for (int i = 0; i < 3; i++) a[i] = wt[3 * i] * ld8(e[i] + ow) + wt[3 * i + 1] * ld8(o[i] + ow) + wt[3 * i + 2] * ld8(e[i] + ow + 1);
+  for (int i = 0; i < 3; i++)
+    a[i] = wt[3 * i] * ld8(e[i] + ow) + wt[3 * i + 1] * ld8(o[i] + ow) + wt[3 * i + 2] * ld8(e[i] + ow + 1);
   return a[0] + a[1] + a[2];
 }
 
@@ -1347,7 +1349,7 @@ static int dw3x3_backward(const struct tk_conv2d* s, const struct grad_src* src,
       if (!gx) continue;
       float* gxp = gx + (b * s->c_in + c) * g.h * g.w;
       for (int64_t ih = 0; ih < g.h; ih++) {
-        if (g.stride == 1) { /* gx[ih][iw] = sum w[i][j] g[ih + 1 - i][iw + 1 - j] = sum w[i][j] gp[ih + 2 - i][iw + 2 - j] */
+        if (g.stride == 1) { /* gx[ih][iw] = sum w[i][j] g[ih + 1 - i][iw + 1 - j] (gp: row and column + 1) */
           for (int64_t iw = 0; iw < g.w; iw += 8) {
             v8f a = splat8(0.0f);
             for (int i = 0; i < 3; i++) {
