@@ -106,8 +106,8 @@ CONVS = [  # n, c_in, h, w, c_out, k, stride, padding, dilation, groups
     (2, 6, 9, 9, 6, 3, 1, 1, 1, 6), (2, 8, 15, 15, 8, 3, 2, 1, 1, 8), (2, 16, 7, 7, 24, 1, 1, 0, 1, 1),
     (1, 3, 6, 6, 2, 6, 1, 0, 1, 1), (2, 4, 12, 12, 8, 5, 3, 2, 1, 1),
     (2, 3, 20, 20, 5, 1, 1, 0, 1, 1),  # a pointwise plane of 400 pixels: the per-image weight gradient
-    (2, 12, 10, 16, 12, 3, 1, 1, 1, 12),  # depthwise on rows of whole vectors (straight to and from place)
-    (2, 8, 17, 35, 8, 3, 2, 1, 1, 8),  # depthwise stride 2, rows split by whole vectors and a tail
+    (2, 12, 10, 16, 12, 3, 1, 1, 1, 12),  # depthwise 3x3 on rows of whole vectors (gradient rows fetched in place)
+    (2, 8, 17, 35, 8, 3, 2, 1, 1, 8),  # depthwise 3x3 stride 2, rows split by whole vectors and a tail
 ]
 
 
@@ -541,19 +541,26 @@ class Normalized(nn.Module):
         return F.cross_entropy(self.fc(F.relu6(self.ln(h))), y)
 
 
-def _normalized_program():
+def _bn_program(name: str, model_cls, image: tuple[int, ...], classes: int, seed: int):
+    """A training program of ``model_cls`` whose batch norms hold statistics as a trained network's
+    would, on five fixed batches of images of shape ``image`` and class labels."""
     from dcx.programs import SGD, DeviceProgram
 
     torch.manual_seed(0)
-    model = Normalized()
-    with torch.no_grad():  # statistics as a trained network would have them
-        for bn in (model.bn, model.bn2):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-    g = torch.Generator().manual_seed(2)
-    batches = [(torch.randn(6, 3, 8, 8, generator=g), torch.randint(0, 5, (6,), generator=g)) for _ in range(5)]
-    return DeviceProgram("test.normalized", "train", model, batches[0], ("x", "y"), ("loss",), "norms",
+    model = model_cls()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    g = torch.Generator().manual_seed(seed)
+    batches = [(torch.randn(image, generator=g), torch.randint(0, classes, image[:1], generator=g)) for _ in range(5)]
+    return DeviceProgram(name, "train", model, batches[0], ("x", "y"), ("loss",), "norms",
                          optimizer=SGD(0.1), batches=lambda steps, seed=0: batches[:steps])
+
+
+def _normalized_program():
+    return _bn_program("test.normalized", Normalized, (6, 3, 8, 8), 5, seed=2)
 
 
 def test_norm_backward_regions_become_dcx_kernels():
@@ -567,13 +574,6 @@ def test_norm_backward_regions_become_dcx_kernels():
     assert stock.get("aten.hardtanh") == 1 and stock.get("aten._native_batch_norm_legit_no_training") == 1, stock
     assert "aten.clone" not in stock  # the fused layer's mask reads the clamp's output, not a copy of its input
     _assert_trains_like_eager(program, _pte(ep), steps=5)
-
-
-@pytest.mark.parametrize("target", ["host", "qemu"])
-def test_fused_conv_bn_trains_like_eager_in_native_runner(native_built, tmp_path, target):
-    """The fused convolution + batch norm + clamp kernels in the native runner: x86 and the NEON build."""
-    program = _normalized_program()
-    _assert_native_trains_like_eager(program, _pte(_fast(program)[0]), tmp_path, target)
 
 
 class MobileTail(nn.Module):
@@ -595,22 +595,10 @@ class MobileTail(nn.Module):
 
 
 def _mobile_tail_program():
-    from dcx.programs import SGD, DeviceProgram
-
-    torch.manual_seed(0)
-    model = MobileTail()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    g = torch.Generator().manual_seed(3)
-    batches = [(torch.randn(4, 3, 20, 20, generator=g), torch.randint(0, 4, (4,), generator=g)) for _ in range(5)]
-    return DeviceProgram("test.mobile_tail", "train", model, batches[0], ("x", "y"), ("loss",), "mobile",
-                         optimizer=SGD(0.1), batches=lambda steps, seed=0: batches[:steps])
+    return _bn_program("test.mobile_tail", MobileTail, (4, 3, 20, 20), 4, seed=3)
 
 
-def test_global_pool_and_lazy_conv_out(tmp_path):
+def test_global_pool_and_lazy_conv_out():
     program = _mobile_tail_program()
     ep, report = _fast(program)
     assert report["ops"]["dcx::avg_pool2d"] == 1 and report["ops"]["dcx::avg_pool2d_backward"] == 1, report
@@ -622,8 +610,11 @@ def test_global_pool_and_lazy_conv_out(tmp_path):
 
 
 @pytest.mark.parametrize("target", ["host", "qemu"])
-def test_mobile_tail_trains_like_eager_in_native_runner(native_built, tmp_path, target):
-    program = _mobile_tail_program()
+@pytest.mark.parametrize("build", ["normalized", "mobile_tail"])
+def test_fused_conv_bn_trains_like_eager_in_native_runner(native_built, tmp_path, target, build):
+    """The fused convolution + batch norm + clamp kernels (and, in the MobileNet tail, the 3x3 depthwise
+    on planes and the global pool) in the native runner: x86 and the NEON build."""
+    program = {"normalized": _normalized_program, "mobile_tail": _mobile_tail_program}[build]()
     _assert_native_trains_like_eager(program, _pte(_fast(program)[0]), tmp_path, target)
 
 

@@ -992,26 +992,13 @@ static void block_planes(const float* t, int64_t b, int64_t c, int64_t c0, int64
   for (int l = 0; l < 8; l++) out[l] = c0 + l < c ? t + (b * c + c0 + l) * plane_len : NULL;
 }
 
-/* xp = the zero-bordered [hp][wp][8] image of the 8 planes: row by row straight into place when the
- * rows are whole vectors, else transposed whole into tmp [h*w][8] and copied; only the border zeroed. */
+/* xp = the zero-bordered [hp][wp][8] image of the 8 planes (transposed whole into tmp [h*w][8]) */
 static void pad_c8(const struct tk_conv2d* s, const struct dw_geom* g, const float* const planes[8], float* tmp,
                    float* xp) {
-  const size_t row = 8 * (size_t)g->wp;
-  memset(xp, 0, sizeof(float) * row * (size_t)s->pad_h);
-  memset(xp + (s->pad_h + s->h) * row, 0, sizeof(float) * row * (size_t)(g->hp - s->pad_h - s->h));
-  if (s->w % 8) to_c8(planes, s->h * s->w, tmp);
-  for (int64_t ih = 0; ih < s->h; ih++) {
-    float* r = xp + (ih + s->pad_h) * row;
-    memset(r, 0, sizeof(float) * 8 * (size_t)s->pad_w);
-    memset(r + 8 * (s->pad_w + s->w), 0, sizeof(float) * 8 * (size_t)(g->wp - s->pad_w - s->w));
-    if (s->w % 8) {
-      memcpy(r + 8 * s->pad_w, tmp + ih * s->w * 8, sizeof(float) * 8 * (size_t)s->w);
-    } else {
-      const float* src[8];
-      for (int l = 0; l < 8; l++) src[l] = planes[l] ? planes[l] + ih * s->w : NULL;
-      to_c8(src, s->w, r + 8 * s->pad_w);
-    }
-  }
+  to_c8(planes, s->h * s->w, tmp);
+  memset(xp, 0, sizeof(float) * 8 * (size_t)(g->hp * g->wp));
+  for (int64_t ih = 0; ih < s->h; ih++)
+    memcpy(xp + ((ih + s->pad_h) * g->wp + s->pad_w) * 8, tmp + ih * s->w * 8, sizeof(float) * 8 * (size_t)s->w);
 }
 
 /* the offsets (in floats) of the taps in the padded buffer, and the weights of the block by tap */
@@ -1150,20 +1137,12 @@ static int depthwise_backward(const struct tk_conv2d* s, const struct grad_src* 
             for (int64_t ow = 0; ow < g.ow; ow++) st8(xr + ow * step, ld8(xr + ow * step) + wt * ld8(gr + ow * 8));
           }
         }
-      if (gx) { /* rows of whole vectors straight from place, else gathered into xc and transposed whole */
+      if (gx) {
         float* dst[8];
         for (int l = 0; l < 8; l++) dst[l] = c0 + l < s->c_in ? gx + (b * s->c_in + c0 + l) * s->h * s->w : NULL;
-        for (int64_t ih = 0; ih < s->h; ih++) {
-          const float* r = gxp + ((ih + s->pad_h) * g.wp + s->pad_w) * 8;
-          if (s->w % 8) {
-            memcpy(xc + ih * s->w * 8, r, sizeof(float) * 8 * (size_t)s->w);
-          } else {
-            float* rows[8];
-            for (int l = 0; l < 8; l++) rows[l] = dst[l] ? dst[l] + ih * s->w : NULL;
-            from_c8(r, s->w, rows);
-          }
-        }
-        if (s->w % 8) from_c8(xc, s->h * s->w, dst);
+        for (int64_t ih = 0; ih < s->h; ih++)
+          memcpy(xc + ih * s->w * 8, gxp + ((ih + s->pad_h) * g.wp + s->pad_w) * 8, sizeof(float) * 8 * (size_t)s->w);
+        from_c8(xc, s->h * s->w, dst);
       }
     }
     if (gw)
