@@ -418,7 +418,7 @@ static void run_all(int quick) {
       for (size_t c = quick ? 2 : 0; c < 4; c++) test_linear(ns[a], ins[b], outs[c], (int)((a + b + c) & 1));
   /* n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw, dh, dw, groups */
   const struct tk_conv2d convs[] = {
-      {2, 1, 28, 28, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1},  /* dcccl conv1 (small) */
+      {2, 1, 28, 28, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1},  /* dcccl conv1 (small): a stem (3x3, pad 1, c_in <= 4), as the next */
       {2, 4, 14, 14, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1},  /* dcccl conv2 (small) */
       {1, 8, 14, 14, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1}, /* dcccl conv2 (mimic) */
       {2, 3, 9, 11, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1},   /* stride 1, odd sizes */
@@ -437,6 +437,7 @@ static void run_all(int quick) {
       {1, 12, 20, 30, 200, 1, 1, 1, 1, 0, 0, 1, 1, 1}, /* pointwise, a large plane in column blocks */
       {2, 3, 40, 40, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1},  /* weight gradient over more than one dot block */
       {1, 3, 6, 6, 2, 6, 6, 1, 1, 0, 0, 1, 1, 1},    /* window = image */
+      {2, 3, 31, 37, 9, 3, 3, 2, 2, 1, 1, 1, 1, 1},  /* a stem: odd plane, 16 output columns and 3, 9 channels */
   };
   for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++) {
     if (quick && i % 2) continue;

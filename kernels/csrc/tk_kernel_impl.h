@@ -1162,10 +1162,13 @@ static int depthwise_backward(const struct tk_conv2d* s, const struct grad_src* 
  * gathered row by row (for stride 2 as its odd and even columns, then interleaved): no transposes
  * and no scatter. Other depthwise shapes take the channels-last blocks above. */
 
-static int is_dw3x3(const struct tk_conv2d* s) {
-  return is_depthwise(s) && s->kh == 3 && s->kw == 3 && s->pad_h == 1 && s->pad_w == 1 && s->dil_h == 1 &&
-         s->dil_w == 1 && s->stride_h == s->stride_w && s->stride_h <= 2;
+/* 3 x 3, padding 1, stride 1 or 2 alike: the geometry of these kernels and of the stem's below */
+static int is_3x3_pad1(const struct tk_conv2d* s) {
+  return s->kh == 3 && s->kw == 3 && s->pad_h == 1 && s->pad_w == 1 && s->dil_h == 1 && s->dil_w == 1 &&
+         s->stride_h == s->stride_w && s->stride_h <= 2;
 }
+
+static int is_dw3x3(const struct tk_conv2d* s) { return is_depthwise(s) && is_3x3_pad1(s); }
 
 /* padded row strides, each with room for the shifted loads of a row's last vector: rs (input),
  * ers = rs / 2 (a row's even or odd columns), grs (output gradient) */
@@ -1187,40 +1190,42 @@ static size_t dw3_scratch(const struct dw3* g) {
   return (size_t)((g->h + 2) * 2 * g->rs + (g->oh + 2) * g->grs + 2 * g->rs + g->oh * g->ow + 8);
 }
 
-/* Stride 1: xp[r][c] = x[r - 1][c - 1], 0 outside the plane (rows 0 .. h + 1). Stride 2: that
- * padded plane's even and odd columns instead, xe[r][t] = xp[r][2t] = x[r - 1][2t - 1] and
- * xo[r][t] = xp[r][2t + 1] = x[r - 1][2t], split straight from x. */
-static void dw3_pad(const struct dw3* g, const float* x, float* xp, float* xe, float* xo) {
+/* One padded row of a plane, from its input row src (NULL: a border row of zeros). Stride 1:
+ * p[c] = src[c - 1], 0 outside the plane. Stride 2: that padded row's even and odd columns instead,
+ * e[t] = src[2t - 1] and o[t] = src[2t], split straight from src. */
+static void dw3_pad_row(const struct dw3* g, const float* src, float* p, float* e, float* o) {
   if (g->stride == 2) {
-    for (int64_t r = 0; r < g->h + 2; r++) {
-      float *e = xe + r * g->ers, *o = xo + r * g->ers;
-      memset(e, 0, sizeof(float) * (size_t)g->ers);
-      memset(o, 0, sizeof(float) * (size_t)g->ers);
-      if (r == 0 || r > g->h) continue;
-      const float* src = x + (r - 1) * g->w;
-      int64_t i = 0;
-      for (; i + 16 <= g->w; i += 16) { /* 16 inputs: 8 even to o, 8 odd to e one column on */
-        const v8f lo = ld8(src + i), hi = ld8(src + i + 8);
-        st8(o + i / 2, __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14));
-        st8(e + i / 2 + 1, __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15));
-      }
-      for (; i < g->w; i++) {
-        if (i % 2)
-          e[(i + 1) / 2] = src[i];
-        else
-          o[i / 2] = src[i];
-      }
+    memset(e, 0, sizeof(float) * (size_t)g->ers);
+    memset(o, 0, sizeof(float) * (size_t)g->ers);
+    if (!src) return;
+    int64_t i = 0;
+    for (; i + 16 <= g->w; i += 16) { /* 16 inputs: 8 even to o, 8 odd to e one column on */
+      const v8f lo = ld8(src + i), hi = ld8(src + i + 8);
+      st8(o + i / 2, __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14));
+      st8(e + i / 2 + 1, __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15));
+    }
+    for (; i < g->w; i++) {
+      if (i % 2)
+        e[(i + 1) / 2] = src[i];
+      else
+        o[i / 2] = src[i];
     }
     return;
   }
-  memset(xp, 0, sizeof(float) * (size_t)g->rs);
-  for (int64_t r = 1; r <= g->h; r++) {
-    float* d = xp + r * g->rs;
-    d[0] = 0.0f;
-    memcpy(d + 1, x + (r - 1) * g->w, sizeof(float) * (size_t)g->w);
-    memset(d + 1 + g->w, 0, sizeof(float) * (size_t)(g->rs - 1 - g->w));
+  if (!src) {
+    memset(p, 0, sizeof(float) * (size_t)g->rs);
+    return;
   }
-  memset(xp + (g->h + 1) * g->rs, 0, sizeof(float) * (size_t)g->rs);
+  p[0] = 0.0f;
+  memcpy(p + 1, src, sizeof(float) * (size_t)g->w);
+  memset(p + 1 + g->w, 0, sizeof(float) * (size_t)(g->rs - 1 - g->w));
+}
+
+/* The padded plane of x, rows 0 .. h + 1 (row r: input row r - 1): xp (stride 1), or its even and
+ * odd columns xe and xo (stride 2). */
+static void dw3_pad(const struct dw3* g, const float* x, float* xp, float* xe, float* xo) {
+  for (int64_t r = 0; r < g->h + 2; r++)
+    dw3_pad_row(g, r == 0 || r > g->h ? NULL : x + (r - 1) * g->w, xp + r * g->rs, xe + r * g->ers, xo + r * g->ers);
 }
 
 /* The 3 x 3 taps of output columns ow .. ow + 7 of the row whose padded input rows start at
@@ -1366,6 +1371,99 @@ static int dw3x3_backward(const struct tk_conv2d* s, const struct grad_src* src,
   return TK_OK;
 }
 
+/* ------------------------------------------------------------------ a stem: 3 x 3 over a few input channels */
+
+/* A network's first convolution (3 x 3 over RGB, padding 1, stride 1 or 2) is too narrow for the
+ * GEMM (K = 27 at most 36, M = c_out): it runs row by row instead. Per image and output row, the
+ * c_in x 3 padded input rows it reads are built (dw3_pad_row: for stride 2 as even and odd
+ * columns); then per 4 output channels and 16 output columns, each of the 9 c_in taps is two
+ * input vectors FMA'd into 8 accumulators with broadcast weights (packed [quad][c][tap][4], zero
+ * past c_out). The input rows are a ring built once per image. The backward stays on the general
+ * path below: its dot-product weight gradient over the whole grid measured faster than row-wise
+ * accumulators here. */
+#define STEM_MAX_CIN 4
+
+static int is_stem3x3(const struct tk_conv2d* s) { return s->groups == 1 && s->c_in <= STEM_MAX_CIN && is_3x3_pad1(s); }
+
+/* The ring of padded input rows: ring[(c * 4 + r % 4) * rs ...] holds padded row r (input row r - 1)
+ * of channel c (stride 2: its even columns, then its odd ones ers further). Output row oh reads
+ * rows oh * stride + 0 .. 2; those not built yet (*built and on) are built here, so each row is
+ * built once per image. */
+static void stem_rows(const struct dw3* g, int64_t c_in, const float* x, int64_t oh, int64_t* built, float* ring) {
+  for (; *built <= oh * g->stride + 2; (*built)++) {
+    const int64_t r = *built;
+    for (int64_t c = 0; c < c_in; c++) {
+      float* d = ring + (c * 4 + r % 4) * g->rs;
+      dw3_pad_row(g, r == 0 || r > g->h ? NULL : x + (c * g->h + r - 1) * g->w, d, d, d + g->ers);
+    }
+  }
+}
+
+/* rp[c * 3 + i]: the padded row tap row i of output row oh reads in channel c */
+static void stem_row_table(const struct dw3* g, int64_t c_in, const float* ring, int64_t oh, const float** rp) {
+  for (int64_t c = 0; c < c_in; c++)
+    for (int i = 0; i < 3; i++) rp[c * 3 + i] = ring + (c * 4 + (oh * g->stride + i) % 4) * g->rs;
+}
+
+/* the 3 taps of padded row r at output columns ow .. ow + 7 */
+TK_INLINE void stem_taps(const struct dw3* g, const float* r, int64_t ow, v8f t[3]) {
+  if (g->stride == 1) {
+    t[0] = ld8(r + ow), t[1] = ld8(r + ow + 1), t[2] = ld8(r + ow + 2);
+  } else {
+    t[0] = ld8(r + ow), t[1] = ld8(r + g->ers + ow), t[2] = ld8(r + ow + 1);
+  }
+}
+
+static int stem3x3_forward(const struct tk_conv2d* s, const float* x, const float* w, const struct gemm_out* out,
+                           float* raw, float* y) {
+  const struct dw3 g = dw3_geom(s);
+  const int64_t quads = ceil_div(s->c_out, 4), taps = s->c_in * 9, ors = ceil_div(g.ow, 16) * 16;
+  float* rows = tk__scratch((size_t)(s->c_in * 4 * g.rs + 16 + quads * taps * 4 + 4 * ors));
+  if (!rows) return TK_ENOMEM;
+  float *wp = rows + s->c_in * 4 * g.rs + 16, *acc_rows = wp + quads * taps * 4; /* 16: the last loads' slack */
+  for (int64_t q = 0; q < quads; q++)
+    for (int64_t t = 0; t < taps; t++)
+      for (int k = 0; k < 4; k++) {
+        const int64_t o = q * 4 + k;
+        wp[(q * taps + t) * 4 + k] = o < s->c_out ? w[o * taps + t] : 0.0f;
+      }
+  for (int64_t b = 0; b < s->n; b++)
+    for (int64_t oh = 0, built = 0; oh < g.oh; oh++) {
+      stem_rows(&g, s->c_in, x + b * s->c_in * g.h * g.w, oh, &built, rows);
+      const float* rp[STEM_MAX_CIN * 3];
+      stem_row_table(&g, s->c_in, rows, oh, rp);
+      for (int64_t q = 0; q < quads; q++) {
+        const float* wq = wp + q * taps * 4;
+        for (int64_t ow = 0; ow < g.ow; ow += 16) { /* 4 channels x 16 columns: 8 accumulators */
+          v8f acc[4][2];
+          for (int k = 0; k < 4; k++) acc[k][0] = acc[k][1] = splat8(0.0f);
+          for (int64_t c = 0; c < s->c_in; c++)
+            for (int i = 0; i < 3; i++) {
+              v8f t0[3], t1[3];
+              stem_taps(&g, rp[c * 3 + i], ow, t0);
+              stem_taps(&g, rp[c * 3 + i], ow + 8, t1);
+              const float* wt = wq + (c * 9 + i * 3) * 4;
+              for (int j = 0; j < 3; j++)
+                for (int k = 0; k < 4; k++) {
+                  const v8f wv = splat8(wt[j * 4 + k]);
+                  acc[k][0] += wv * t0[j];
+                  acc[k][1] += wv * t1[j];
+                }
+            }
+          for (int k = 0; k < 4; k++) {
+            st8(acc_rows + k * ors + ow, acc[k][0]);
+            st8(acc_rows + k * ors + ow + 8, acc[k][1]);
+          }
+        }
+        for (int64_t k = 0; k < 4 && q * 4 + k < s->c_out; k++) {
+          const int64_t ch = q * 4 + k, at = ((b * s->c_out + ch) * g.oh + oh) * g.ow;
+          out_row(acc_rows + k * ors, g.ow, ch, out, raw ? raw + at : NULL, y + at);
+        }
+      }
+    }
+  return TK_OK;
+}
+
 /* ------------------------------------------------------------------ pointwise: plain GEMMs per image */
 
 static int is_pointwise(const struct tk_conv2d* s) {
@@ -1472,6 +1570,7 @@ static int pointwise_backward(const struct tk_conv2d* s, const struct grad_src* 
 static int conv_forward(const struct tk_conv2d* s, const float* x, const float* w, const struct gemm_out* o, float* raw,
                         float* y) {
   if (is_dw3x3(s)) return dw3x3_forward(s, x, w, o, raw, y);
+  if (is_stem3x3(s)) return stem3x3_forward(s, x, w, o, raw, y);
   if (is_depthwise(s)) return depthwise_forward(s, x, w, o, raw, y);
   if (is_pointwise(s)) return pointwise_forward(s, x, w, o, raw, y);
   const struct conv_dims d = conv_dims(s);
