@@ -1172,13 +1172,14 @@ static int is_dw3x3(const struct tk_conv2d* s) { return is_depthwise(s) && is_3x
 
 /* padded row strides, each with room for the shifted loads of a row's last vector: rs (input),
  * ers = rs / 2 (a row's even or odd columns), grs (output gradient) */
+#define DW3_AT 8 /* a stride-1 padded row's first input column: whole-vector stores, the zero pad before it */
 struct dw3 {
   int64_t h, w, oh, ow, stride, rs, ers, grs;
 };
 
 static struct dw3 dw3_geom(const struct tk_conv2d* s) {
   struct dw3 g = {s->h, s->w, tk_conv2d_out_h(s), tk_conv2d_out_w(s), s->stride_h, 0, 0, 0};
-  g.rs = ceil_div(g.w + 2, 16) * 16 + 16;
+  g.rs = ceil_div(g.w + DW3_AT + 1, 16) * 16 + 16;
   g.ers = g.rs / 2;
   g.grs = ceil_div(g.ow + 2, 8) * 8 + 16;
   return g;
@@ -1190,42 +1191,54 @@ static size_t dw3_scratch(const struct dw3* g) {
   return (size_t)((g->h + 2) * 2 * g->rs + (g->oh + 2) * g->grs + 2 * g->rs + g->oh * g->ow + 8);
 }
 
-/* One padded row of a plane, from its input row src (NULL: a border row of zeros). Stride 1:
- * p[c] = src[c - 1], 0 outside the plane. Stride 2: that padded row's even and odd columns instead,
- * e[t] = src[2t - 1] and o[t] = src[2t], split straight from src. */
-static void dw3_pad_row(const struct dw3* g, const float* src, float* p, float* e, float* o) {
-  if (g->stride == 2) {
-    memset(e, 0, sizeof(float) * (size_t)g->ers);
-    memset(o, 0, sizeof(float) * (size_t)g->ers);
-    if (!src) return;
-    int64_t i = 0;
-    for (; i + 16 <= g->w; i += 16) { /* 16 inputs: 8 even to o, 8 odd to e one column on */
-      const v8f lo = ld8(src + i), hi = ld8(src + i + 8);
-      st8(o + i / 2, __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14));
-      st8(e + i / 2 + 1, __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15));
-    }
-    for (; i < g->w; i++) {
-      if (i % 2)
-        e[(i + 1) / 2] = src[i];
-      else
-        o[i / 2] = src[i];
-    }
+/* dst[0 .. n) = src[0 .. n): whole vectors, the last one overlapping the one before (n >= 8) */
+TK_INLINE void copy_row(float* dst, const float* src, int64_t n) {
+  if (n < 8) {
+    for (int64_t i = 0; i < n; i++) dst[i] = src[i];
     return;
   }
-  if (!src) {
-    memset(p, 0, sizeof(float) * (size_t)g->rs);
-    return;
-  }
-  p[0] = 0.0f;
-  memcpy(p + 1, src, sizeof(float) * (size_t)g->w);
-  memset(p + 1 + g->w, 0, sizeof(float) * (size_t)(g->rs - 1 - g->w));
+  for (int64_t i = 0; i + 8 < n; i += 8) st8(dst + i, ld8(src + i));
+  st8(dst + n - 8, ld8(src + n - 8));
 }
 
-/* The padded plane of x, rows 0 .. h + 1 (row r: input row r - 1): xp (stride 1), or its even and
- * odd columns xe and xo (stride 2). */
+/* One padded row of a plane, from its input row src (NULL: a border row, all zeros). Stride 1:
+ * p[DW3_AT - 1 + c] = src[c - 1], 0 outside the plane. Stride 2: that padded row's even and odd
+ * columns instead, e[t] = src[2t - 1] and o[t] = src[2t], split straight from src. A row from src
+ * writes only the columns src reaches: the buffers are zeroed once (dw3_zero), and every row built
+ * in them after writes the same columns, so the rest stays zero. */
+static void dw3_pad_row(const struct dw3* g, const float* src, float* p, float* e, float* o) {
+  if (!src) {
+    memset(g->stride == 2 ? e : p, 0, sizeof(float) * (size_t)(g->stride == 2 ? g->ers : g->rs));
+    if (g->stride == 2) memset(o, 0, sizeof(float) * (size_t)g->ers);
+    return;
+  }
+  if (g->stride == 1) {
+    copy_row(p + DW3_AT, src, g->w);
+    return;
+  }
+  int64_t i = 0;
+  for (; i + 16 <= g->w; i += 16) { /* 16 inputs: 8 even to o, 8 odd to e one column on */
+    const v8f lo = ld8(src + i), hi = ld8(src + i + 8);
+    st8(o + i / 2, __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14));
+    st8(e + i / 2 + 1, __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15));
+  }
+  for (; i < g->w; i++) {
+    if (i % 2)
+      e[(i + 1) / 2] = src[i];
+    else
+      o[i / 2] = src[i];
+  }
+}
+
+/* the padded plane buffers (xp; xe and xo follow it), all zeros: its border rows and columns stay so */
+static void dw3_zero(const struct dw3* g, float* xp) {
+  memset(xp, 0, sizeof(float) * (size_t)((g->h + 2) * 2 * g->rs));
+}
+
+/* Rows 1 .. h of the padded plane of x (row r: input row r - 1): xp (stride 1), or its even and odd
+ * columns xe and xo (stride 2); rows 0 and h + 1 are left zero since dw3_zero. */
 static void dw3_pad(const struct dw3* g, const float* x, float* xp, float* xe, float* xo) {
-  for (int64_t r = 0; r < g->h + 2; r++)
-    dw3_pad_row(g, r == 0 || r > g->h ? NULL : x + (r - 1) * g->w, xp + r * g->rs, xe + r * g->ers, xo + r * g->ers);
+  for (int64_t r = 1; r <= g->h; r++) dw3_pad_row(g, x + (r - 1) * g->w, xp + r * g->rs, xe + r * g->ers, xo + r * g->ers);
 }
 
 /* The 3 x 3 taps of output columns ow .. ow + 7 of the row whose padded input rows start at
@@ -1248,7 +1261,7 @@ static void dw3_rows(const struct dw3* g, const float* xp, const float* xe, cons
                      const float* p[3], const float* e[3], const float* o[3]) {
   for (int i = 0; i < 3; i++) {
     const int64_t r = oh * g->stride + i;
-    p[i] = xp + r * g->rs;
+    p[i] = xp + r * g->rs + DW3_AT - 1;
     e[i] = xe + r * g->ers;
     o[i] = xo + r * g->ers;
   }
@@ -1262,6 +1275,7 @@ static int dw3x3_forward(const struct tk_conv2d* s, const float* x, const float*
   float *xe = xp + (g.h + 2) * g.rs, *xo = xe + (g.h + 2) * g.ers;
   float* plane = xo + (g.h + 2) * g.ers + (g.oh + 2) * g.grs + 2 * g.rs;
   const int64_t p = g.oh * g.ow;
+  dw3_zero(&g, xp);
   for (int64_t c = 0; c < s->c_in; c++) {
     v8f wt[9];
     for (int t = 0; t < 9; t++) wt[t] = splat8(w[c * 9 + t]);
@@ -1280,6 +1294,77 @@ static int dw3x3_forward(const struct tk_conv2d* s, const float* x, const float*
   return TK_OK;
 }
 
+/* acc[3i + j] += the products of the gradient plane gp with tap (i, j) of the padded input plane.
+ * Its own function (as dw3_input_grad): the nine accumulators then stay in registers. */
+static __attribute__((noinline)) void dw3_weight_grad(const struct dw3* g, const float* xp, const float* xe,
+                                                      const float* xo, const float* gp, v8f acc_io[9]) {
+  v8f acc[9];
+  for (int t = 0; t < 9; t++) acc[t] = acc_io[t];
+  for (int64_t oh = 0; oh < g->oh; oh++) {
+    const float *pr[3], *er[3], *orow[3], *gr = gp + (oh + 1) * g->grs + 1;
+    dw3_rows(g, xp, xe, xo, oh, pr, er, orow);
+    for (int64_t ow = 0; ow < g->ow; ow += 8) { /* zeros past ow in gr: the last vector adds nothing extra */
+      const v8f gv = ld8(gr + ow);
+      for (int i = 0; i < 3; i++)
+        if (g->stride == 1) {
+          acc[3 * i] += gv * ld8(pr[i] + ow);
+          acc[3 * i + 1] += gv * ld8(pr[i] + ow + 1);
+          acc[3 * i + 2] += gv * ld8(pr[i] + ow + 2);
+        } else {
+          acc[3 * i] += gv * ld8(er[i] + ow);
+          acc[3 * i + 1] += gv * ld8(orow[i] + ow);
+          acc[3 * i + 2] += gv * ld8(er[i] + ow + 1);
+        }
+    }
+  }
+  for (int t = 0; t < 9; t++) acc_io[t] = acc[t];
+}
+
+/* gxp (one input plane) = the 3 x 3 weights w9 applied transposed to the gradient plane gp; row: a
+ * row of scratch for what does not fill whole vectors in place */
+static __attribute__((noinline)) void dw3_input_grad(const struct dw3* g, const float* gp, const float* w9, float* gxp,
+                                                     float* row) {
+  v8f wt[9];
+  for (int t = 0; t < 9; t++) wt[t] = splat8(w9[t]);
+  for (int64_t ih = 0; ih < g->h; ih++) {
+    if (g->stride == 1) { /* gx[ih][iw] = sum w[i][j] g[ih + 1 - i][iw + 1 - j] (gp: row and column + 1) */
+      for (int64_t iw = 0; iw < g->w; iw += 8) {
+        const int64_t at = iw + 8 <= g->w || g->w < 8 ? iw : g->w - 8; /* a ragged last vector overlaps */
+        v8f a = splat8(0.0f);
+        for (int i = 0; i < 3; i++) {
+          const float* gr = gp + (ih + 2 - i) * g->grs + at;
+          a += wt[3 * i] * ld8(gr + 2) + wt[3 * i + 1] * ld8(gr + 1) + wt[3 * i + 2] * ld8(gr);
+        }
+        if (at + 8 <= g->w) {
+          st8(gxp + ih * g->w + at, a);
+        } else { /* a row shorter than a vector */
+          st8(row, a);
+          copy_row(gxp + ih * g->w, row, g->w);
+        }
+      }
+    } else { /* padded row r = ih + 1 gets output rows oh with 2 oh + i = r: its column 2u + 1 (input
+              * column 2u) from tap j = 1 of output column u, its column 2u + 2 (input 2u + 1) from
+              * j = 0 of column u + 1 and j = 2 of column u */
+      const int64_t r = ih + 1;
+      for (int64_t u = 0; 2 * u < g->w; u += 8) {
+        v8f odd = splat8(0.0f), even = splat8(0.0f);
+        for (int i = 0; i < 3; i++) {
+          const int64_t oh2 = r - i; /* 2 * oh */
+          if (oh2 < 0 || oh2 % 2 || oh2 / 2 >= g->oh) continue;
+          const float* gr = gp + (oh2 / 2 + 1) * g->grs + 1; /* g[oh][t] = gr[t] */
+          odd += wt[3 * i + 1] * ld8(gr + u);
+          even += wt[3 * i] * ld8(gr + u + 1) + wt[3 * i + 2] * ld8(gr + u);
+        }
+        float* d = 2 * u + 16 <= g->w ? gxp + ih * g->w + 2 * u : row + 2 * u;
+        st8(d, __builtin_shufflevector(odd, even, 0, 8, 1, 9, 2, 10, 3, 11));
+        st8(d + 8, __builtin_shufflevector(odd, even, 4, 12, 5, 13, 6, 14, 7, 15));
+      }
+      const int64_t done = g->w / 16 * 16; /* columns stored in place; the rest went through row */
+      copy_row(gxp + ih * g->w + done, row + done, g->w - done);
+    }
+  }
+}
+
 static int dw3x3_backward(const struct tk_conv2d* s, const struct grad_src* src, const float* x, const float* w,
                           float* gx, float* gw, float* gb) {
   const struct dw3 g = dw3_geom(s);
@@ -1288,82 +1373,28 @@ static int dw3x3_backward(const struct tk_conv2d* s, const struct grad_src* src,
   float *xe = xp + (g.h + 2) * g.rs, *xo = xe + (g.h + 2) * g.ers, *gp = xo + (g.h + 2) * g.ers;
   float *row = gp + (g.oh + 2) * g.grs, *plane = row + 2 * g.rs;
   const int64_t p = g.oh * g.ow;
-  memset(gp, 0, sizeof(float) * (size_t)g.grs); /* the border rows of the gradient plane */
-  memset(gp + (g.oh + 1) * g.grs, 0, sizeof(float) * (size_t)g.grs);
+  dw3_zero(&g, xp);
+  memset(gp, 0, sizeof(float) * (size_t)((g.oh + 2) * g.grs)); /* its rows write columns 1 .. ow alone */
   if (gb) memset(gb, 0, sizeof(float) * (size_t)s->c_out);
   for (int64_t c = 0; c < s->c_in; c++) {
-    v8f wt[9], acc[9];
-    for (int t = 0; t < 9; t++) {
-      wt[t] = splat8(w[c * 9 + t]);
-      acc[t] = splat8(0.0f);
-    }
+    v8f acc[9];
+    for (int t = 0; t < 9; t++) acc[t] = splat8(0.0f);
     for (int64_t b = 0; b < s->n; b++) {
       const int by_rows = g.ow % 8 == 0; /* rows of whole vectors: fetched straight into place */
       if (!by_rows) grad_row(src, (b * s->c_out + c) * p, p, c, plane); /* else the plane at once, then copied */
       for (int64_t oh = 0; oh < g.oh; oh++) { /* gp[r][t] = g[r - 1][t - 1], 0 outside */
-        float* d = gp + (oh + 1) * g.grs;
-        d[0] = 0.0f;
+        float* d = gp + (oh + 1) * g.grs + 1;
         if (by_rows)
-          grad_row(src, (b * s->c_out + c) * p + oh * g.ow, g.ow, c, d + 1);
+          grad_row(src, (b * s->c_out + c) * p + oh * g.ow, g.ow, c, d);
         else
-          memcpy(d + 1, plane + oh * g.ow, sizeof(float) * (size_t)g.ow);
-        memset(d + 1 + g.ow, 0, sizeof(float) * (size_t)(g.grs - 1 - g.ow));
-        if (gb) gb[c] += sum_row(d + 1, g.ow);
+          copy_row(d, plane + oh * g.ow, g.ow);
+        if (gb) gb[c] += sum_row(d, g.ow);
       }
       if (gw) {
         dw3_pad(&g, x + (b * s->c_in + c) * g.h * g.w, xp, xe, xo);
-        for (int64_t oh = 0; oh < g.oh; oh++) {
-          const float *pr[3], *er[3], *orow[3], *gr = gp + (oh + 1) * g.grs + 1;
-          dw3_rows(&g, xp, xe, xo, oh, pr, er, orow);
-          for (int64_t ow = 0; ow < g.ow; ow += 8) { /* zeros past ow in gr: the last vector adds nothing extra */
-            const v8f gv = ld8(gr + ow);
-            for (int i = 0; i < 3; i++)
-              if (g.stride == 1) {
-                acc[3 * i] += gv * ld8(pr[i] + ow);
-                acc[3 * i + 1] += gv * ld8(pr[i] + ow + 1);
-                acc[3 * i + 2] += gv * ld8(pr[i] + ow + 2);
-              } else {
-                acc[3 * i] += gv * ld8(er[i] + ow);
-                acc[3 * i + 1] += gv * ld8(orow[i] + ow);
-                acc[3 * i + 2] += gv * ld8(er[i] + ow + 1);
-              }
-          }
-        }
+        dw3_weight_grad(&g, xp, xe, xo, gp, acc);
       }
-      if (!gx) continue;
-      float* gxp = gx + (b * s->c_in + c) * g.h * g.w;
-      for (int64_t ih = 0; ih < g.h; ih++) {
-        if (g.stride == 1) { /* gx[ih][iw] = sum w[i][j] g[ih + 1 - i][iw + 1 - j] (gp: row and column + 1) */
-          for (int64_t iw = 0; iw < g.w; iw += 8) {
-            v8f a = splat8(0.0f);
-            for (int i = 0; i < 3; i++) {
-              const float* gr = gp + (ih + 2 - i) * g.grs + iw;
-              a += wt[3 * i] * ld8(gr + 2) + wt[3 * i + 1] * ld8(gr + 1) + wt[3 * i + 2] * ld8(gr);
-            }
-            st8(iw + 8 <= g.w ? gxp + ih * g.w + iw : row + iw, a);
-          }
-          if (g.w % 8) memcpy(gxp + ih * g.w + g.w / 8 * 8, row + g.w / 8 * 8, sizeof(float) * (size_t)(g.w % 8));
-        } else { /* padded row r = ih + 1 gets output rows oh with 2 oh + i = r: its column 2u + 1 (input
-                  * column 2u) from tap j = 1 of output column u, its column 2u + 2 (input 2u + 1) from
-                  * j = 0 of column u + 1 and j = 2 of column u */
-          const int64_t r = ih + 1;
-          for (int64_t u = 0; 2 * u < g.w; u += 8) {
-            v8f odd = splat8(0.0f), even = splat8(0.0f);
-            for (int i = 0; i < 3; i++) {
-              const int64_t oh2 = r - i; /* 2 * oh */
-              if (oh2 < 0 || oh2 % 2 || oh2 / 2 >= g.oh) continue;
-              const float* gr = gp + (oh2 / 2 + 1) * g.grs + 1; /* g[oh][t] = gr[t] */
-              odd += wt[3 * i + 1] * ld8(gr + u);
-              even += wt[3 * i] * ld8(gr + u + 1) + wt[3 * i + 2] * ld8(gr + u);
-            }
-            float* d = 2 * u + 16 <= g.w ? gxp + ih * g.w + 2 * u : row + 2 * u;
-            st8(d, __builtin_shufflevector(odd, even, 0, 8, 1, 9, 2, 10, 3, 11));
-            st8(d + 8, __builtin_shufflevector(odd, even, 4, 12, 5, 13, 6, 14, 7, 15));
-          }
-          const int64_t done = g.w / 16 * 16; /* columns stored in place; the rest went through row */
-          memcpy(gxp + ih * g.w + done, row + done, sizeof(float) * (size_t)(g.w - done));
-        }
-      }
+      if (gx) dw3_input_grad(&g, gp, w + c * 9, gx + (b * s->c_in + c) * g.h * g.w, row);
     }
     if (gw)
       for (int t = 0; t < 9; t++) gw[c * 9 + t] = hsum8(acc[t]);
@@ -1402,7 +1433,8 @@ static void stem_rows(const struct dw3* g, int64_t c_in, const float* x, int64_t
 /* rp[c * 3 + i]: the padded row tap row i of output row oh reads in channel c */
 static void stem_row_table(const struct dw3* g, int64_t c_in, const float* ring, int64_t oh, const float** rp) {
   for (int64_t c = 0; c < c_in; c++)
-    for (int i = 0; i < 3; i++) rp[c * 3 + i] = ring + (c * 4 + (oh * g->stride + i) % 4) * g->rs;
+    for (int i = 0; i < 3; i++)
+      rp[c * 3 + i] = ring + (c * 4 + (oh * g->stride + i) % 4) * g->rs + (g->stride == 1 ? DW3_AT - 1 : 0);
 }
 
 /* the 3 taps of padded row r at output columns ow .. ow + 7 */
@@ -1427,6 +1459,7 @@ static int stem3x3_forward(const struct tk_conv2d* s, const float* x, const floa
         const int64_t o = q * 4 + k;
         wp[(q * taps + t) * 4 + k] = o < s->c_out ? w[o * taps + t] : 0.0f;
       }
+  memset(rows, 0, sizeof(float) * (size_t)(s->c_in * 4 * g.rs)); /* see dw3_pad_row */
   for (int64_t b = 0; b < s->n; b++)
     for (int64_t oh = 0, built = 0; oh < g.oh; oh++) {
       stem_rows(&g, s->c_in, x + b * s->c_in * g.h * g.w, oh, &built, rows);
