@@ -7,7 +7,8 @@
 - the partitioner never takes a layer that trains, even one XNNPACK would match (``dcx::linear`` looks
   like ``linear`` to it);
 - a user's program with a frozen MobileNet-style backbone and a trainable head exports through
-  ``dcx.export_programs`` with the backbone in XNNPACK and passes ``dcx.verify`` step for step;
+  ``dcx.export_programs`` with the backbone in XNNPACK (but its RGB stem, on the dcx stem kernel) and
+  passes ``dcx.verify`` step for step;
 - ``--no-fast-training`` keeps the whole graph on the portable kernels, XNNPACK included.
 """
 
@@ -119,7 +120,11 @@ def test_frozen_backbone_trains_in_executorch_with_xnnpack(tmp_path):
     passes = {p["name"]: p["changes"] for p in entry["passes"]}
     assert passes["lower_frozen_to_xnnpack"]["delegates"] == 1
     assert passes["lower_frozen_to_xnnpack"]["frozen_ops_left_on_portable"] == []
-    assert passes["fast_training"]["ops"] == {"dcx::linear": 1, "dcx::linear_backward": 1, "dcx::cross_entropy_loss": 1}
+    # the frozen RGB stem (conv + batch norm + ReLU6 over the input) runs on the dcx stem kernel, the rest in XNNPACK
+    assert passes["fast_training"]["ops"] == {"dcx::conv2d_bn": 1, "dcx::linear": 1, "dcx::linear_backward": 1,
+                                              "dcx::cross_entropy_loss": 1}
+    left = {n["op"] for n in passes["fast_training"]["left_for_xnnpack"]}
+    assert left == {"aten.convolution"}, left  # the depthwise and pointwise layers
     rows = dcx.verify(tmp_path / "out")
     assert rows and all(r.ok for r in rows), [r for r in rows if not r.ok]
     assert any(r.check.startswith("train_") and r.check.endswith("_loss") for r in rows)

@@ -10,8 +10,9 @@ is a frozen backbone under a trainable head.
 
 ``frozen_region`` finds that part; ``lower_frozen_to_xnnpack`` lowers a training program to the
 edge dialect with an XNNPACK partitioner restricted to it. The fast-training pass leaves the region
-alone (``FastTraining(leave_frozen=True)``) so that XNNPACK, not a dcx kernel, gets it; nodes of the
-region that XNNPACK does not take run on the portable kernels, and the report names them.
+alone (``FastTraining(leave_frozen=True)``) so that XNNPACK, not a dcx kernel, gets it (but for an RGB
+stem, which a dcx kernel runs faster); nodes of the region that XNNPACK does not take run on the
+portable kernels, and the report names them.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def lower_frozen_to_xnnpack(ep: ExportedProgram, ctx: PassContext | None = None)
         lowered = edge.exported_program()
         delegates = [n for n in lowered.graph.nodes if n.op == "call_function" and "executorch_call_delegate" in str(n.target)]
         left = sorted({_op_name(n) for n in frozen_region(lowered) if n.target is not operator.getitem
-                       and "executorch_call_delegate" not in str(n.target)})
+                       and not any(k in str(n.target) for k in ("executorch_call_delegate", "dcx::"))})
         ctx.report("lower_frozen_to_xnnpack", linears_restored=restored, delegates=len(delegates),
                    frozen_ops_left_on_portable=left)
     return edge
