@@ -1170,9 +1170,10 @@ static int is_3x3_pad1(const struct tk_conv2d* s) {
 
 static int is_dw3x3(const struct tk_conv2d* s) { return is_depthwise(s) && is_3x3_pad1(s); }
 
+#define DW3_AT 8 /* a stride-1 padded row's first input column: whole-vector stores, the zero pad before it */
+
 /* padded row strides, each with room for the shifted loads of a row's last vector: rs (input),
  * ers = rs / 2 (a row's even or odd columns), grs (output gradient) */
-#define DW3_AT 8 /* a stride-1 padded row's first input column: whole-vector stores, the zero pad before it */
 struct dw3 {
   int64_t h, w, oh, ow, stride, rs, ers, grs;
 };
