@@ -84,7 +84,7 @@ def bench_runtimes(recipe: str = "all", rounds: int = 15, warmup: int = 3,
             for k, ts in times.items():
                 median = statistics.median(ts)
                 rows.append({"program": name, "runtime": k, "measure": "train_step", "median_step_s": median,
-                             "ratio_to_eager": median / eager, "rounds": rounds})
+                             "best_step_s": min(ts), "ratio_to_eager": median / eager, "rounds": rounds})
                 progress(f"{name:<24} {k:<11} {median * 1e3:9.3f} ms/step  {median / eager:6.2f}x eager")
         for fmt, seconds in export_seconds.items():
             rows.append({"program": f"every {recipe} program" if recipe != "all" else "every program",
@@ -93,18 +93,32 @@ def bench_runtimes(recipe: str = "all", rounds: int = 15, warmup: int = 3,
     return rows
 
 
+TARGETS = "at least 2x faster than eager, faster than LiteRT, and 20x faster than stock ExecuTorch where stock is slower than eager"
+
+
 def fast_training_targets(rows: list[dict]) -> list[dict]:
     """Per training program, executorch-fast against the others measured in the same run, and the targets:
-    at least 2x eager, faster than LiteRT, at least 20x stock ExecuTorch wherever stock is slower than eager."""
-    steps = {(r["program"], r["runtime"]): r["median_step_s"] for r in rows if r["measure"] == "train_step"}
+    at least 2x eager, faster than LiteRT, at least 20x stock ExecuTorch wherever stock is slower than eager.
+
+    The ratios are of median steps; the targets must hold for the best rounds too (``x_vs_eager_best``
+    and kin, where the rows have them), so that a slow phase of one runtime alone (eager's step has
+    measured 84 ms in one run of the mobile-scale program and 150 ms in another) cannot meet them."""
+    steps = {(r["program"], r["runtime"]): r for r in rows if r["measure"] == "train_step"}
     out = []
     for program in sorted({p for p, k in steps if k == "executorch-fast"}):
-        fast = steps[program, "executorch-fast"]
-        eager, stock, litert = (steps.get((program, k)) for k in ("eager", "executorch", "tflite"))
-        row = {"program": program, "x_vs_eager": eager / fast, "x_vs_litert": litert / fast if litert else None,
-               "x_vs_stock": stock / fast if stock else None, "stock_slower_than_eager": bool(stock and stock > eager)}
-        row["meets_targets"] = (row["x_vs_eager"] >= 2 and (row["x_vs_litert"] is None or row["x_vs_litert"] > 1)
-                                and (not row["stock_slower_than_eager"] or row["x_vs_stock"] >= 20))
+        row = {"program": program}
+        for suffix, key in (("", "median_step_s"), ("_best", "best_step_s")):
+            fast = steps[program, "executorch-fast"].get(key)
+            eager, stock, litert = (steps[program, k].get(key) if (program, k) in steps else None
+                                    for k in ("eager", "executorch", "tflite"))
+            if fast is None:
+                continue
+            row.update({f"x_vs_eager{suffix}": eager / fast, f"x_vs_litert{suffix}": litert / fast if litert else None,
+                        f"x_vs_stock{suffix}": stock / fast if stock else None})
+            met = (eager / fast >= 2 and (litert is None or litert > fast)
+                   and (not (stock and stock > eager) or stock / fast >= 20))
+            row["meets_targets"] = row.get("meets_targets", True) and met
+        row["stock_slower_than_eager"] = bool(row["x_vs_stock"] and row["x_vs_stock"] > row["x_vs_eager"])
         out.append(row)
     return out
 
@@ -119,6 +133,7 @@ def format_rows(rows: list[dict]) -> str:
             lines.append(f"{'export ' + r['runtime']:<43}{r['export_s']:>9.2f} s  ({r['program']})")
     for t in fast_training_targets(rows):
         litert = f"{t['x_vs_litert']:.2f}x LiteRT" if t["x_vs_litert"] else "no LiteRT row"
-        lines.append(f"executorch-fast {t['program']}: {t['x_vs_eager']:.2f}x faster than eager, {litert}, "
+        best = f" (best rounds: {t['x_vs_eager_best']:.2f}x eager)" if "x_vs_eager_best" in t else ""
+        lines.append(f"executorch-fast {t['program']}: {t['x_vs_eager']:.2f}x faster than eager{best}, {litert}, "
                      f"{t['x_vs_stock']:.1f}x stock ExecuTorch -> targets {'met' if t['meets_targets'] else 'NOT met'}")
     return "\n".join(lines)
