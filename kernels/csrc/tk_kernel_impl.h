@@ -1405,13 +1405,13 @@ static int dw3x3_backward(const struct tk_conv2d* s, const struct grad_src* src,
 
 /* ------------------------------------------------------------------ a stem: 3 x 3 over a few input channels */
 
-/* A network's first convolution (3 x 3 over RGB, padding 1, stride 1 or 2) is too narrow for the
- * GEMM (K = 27 at most 36, M = c_out): it runs row by row instead. Per image and output row, the
- * c_in x 3 padded input rows it reads are built (dw3_pad_row: for stride 2 as even and odd
- * columns); then per 4 output channels and 16 output columns, each of the 9 c_in taps is two
- * input vectors FMA'd into 8 accumulators with broadcast weights (packed [quad][c][tap][4], zero
- * past c_out). The input rows are a ring built once per image. The backward stays on the general
- * path below: its dot-product weight gradient over the whole grid measured faster than row-wise
+/* A network's first convolution (3 x 3 over RGB or up to 4 channels, padding 1, stride 1 or 2) is
+ * too narrow for the GEMM (K = 9 c_in, M = c_out): it runs row by row instead. Output row oh reads
+ * c_in x 3 padded input rows (dw3_pad_row: for stride 2 as even and odd columns), each built once
+ * per image into a ring of four rows per channel; then per 4 output channels and 16 output
+ * columns, each of the 9 c_in taps is two input vectors FMA'd into 8 accumulators with broadcast
+ * weights (packed [quad][c][tap][4], zero past c_out). The backward stays on the general path
+ * below: its dot-product weight gradient over the whole grid measured faster than row-wise
  * accumulators here. */
 #define STEM_MAX_CIN 4
 
