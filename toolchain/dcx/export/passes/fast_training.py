@@ -436,8 +436,9 @@ class _Rewriter:
 
     def frozen_stems(self, region: set[fx.Node]) -> set[fx.Node]:
         """The nodes of the frozen ``region`` the dcx stem kernel runs rather than XNNPACK: a 3x3
-        convolution (padding 1, stride 1 or 2, no groups) straight over a user input of 2 to 4 channels,
-        with the batch norm and clamp, or the ReLU, that fuse into it. XNNPACK would transpose that
+        convolution (padding 1, stride 1 or 2, no groups) straight over a user input of 2 to 4 channels
+        (the shapes ``is_stem3x3`` in kernels/csrc/tk_kernel_impl.h takes, one channel excepted), with
+        the batch norm and clamp, or the ReLU, that fuse into it. XNNPACK would transpose that
         input to NHWC and then run a GEMM with K = 27; the dcx kernel reads the NCHW rows as they are
         (the frozen MobileNet mimic's step: its delegate 9.4 -> 7.1 ms, the stem 0.8 ms on dcx). A
         one-channel input needs no transpose, and there XNNPACK measured faster (the 28x28 mimic)."""
