@@ -29,6 +29,7 @@
 #define KC 256
 #define MC 96  /* multiple of MR: a 96 x 256 block of A (96 KB) stays in L2 */
 #define NC 512 /* multiple of NR: the packed B block (512 KB at most) */
+#define ROWS_OUTER_MAX_B (32 * 1024) /* floats of a B block (128 KB) read row panel by row panel from L2 */
 
 typedef int32_t v8i __attribute__((vector_size(32)));
 
@@ -40,6 +41,26 @@ static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+/* r[i][j] <- r[j][i]: an 8 x 8 block of floats transposed in registers */
+TK_INLINE void transpose8(v8f r[8]) {
+  v8f t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int j = 0; j < 2; j++) {
+      u[i + j] = __builtin_shufflevector(t[i + j], t[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[i + j + 2] = __builtin_shufflevector(t[i + j], t[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  /* u[0..3]: pixels 0/4, 2/6, 1/5, 3/7 of channels 0-3; u[4..7] the same of channels 4-7 */
+  static const int order[4] = {0, 2, 1, 3};
+  for (int i = 0; i < 4; i++) {
+    r[order[i]] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[order[i] + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
 /* ==========================================================================================
  * Packers. A pack fills dst[kk*MR + r] (A: rows i0 + r < i0 + ni) or dst[kk*NR + l] (B: columns
  * j0 + l) for kk < kc, zero beyond ni. */
@@ -50,6 +71,28 @@ struct strided {
   const float* p;
   int64_t rs, cs; /* element (i, k) of A or (k, j) of B: A: p[i*rs + k*cs], B: p[k*rs + j*cs] */
 };
+
+/* dst[kk*width + l] = rows[l][kk] for kk < kc and l < width (width <= NR; rows[l] NULL: zero):
+ * eight lanes by eight k at a time through a register transpose. */
+static void pack_rows(const float* const* rows, int64_t kc, int width, float* dst) {
+  for (int l0 = 0; l0 < width; l0 += 8) {
+    const int lanes = width - l0 < 8 ? width - l0 : 8;
+    int64_t kk = 0;
+    for (; kk + 8 <= kc; kk += 8) {
+      v8f r[8];
+      for (int l = 0; l < 8; l++) r[l] = l < lanes && rows[l0 + l] ? ld8(rows[l0 + l] + kk) : splat8(0.0f);
+      transpose8(r);
+      for (int q = 0; q < 8; q++) {
+        if (lanes == 8)
+          st8(dst + (kk + q) * width + l0, r[q]);
+        else
+          memcpy(dst + (kk + q) * width + l0, &r[q], sizeof(float) * (size_t)lanes);
+      }
+    }
+    for (; kk < kc; kk++)
+      for (int l = 0; l < lanes; l++) dst[kk * width + l0 + l] = rows[l0 + l] ? rows[l0 + l][kk] : 0.0f;
+  }
+}
 
 static void pack_strided(const float* p, int64_t lane_stride, int64_t k_stride, int64_t k0,
                          int64_t kc, int64_t i0, int64_t ni, int width, float* dst) {
@@ -68,7 +111,13 @@ static void pack_strided(const float* p, int64_t lane_stride, int64_t k_stride, 
     }
     return;
   }
-  /* lanes far apart: walk each lane along k (contiguous when k_stride == 1) */
+  if (k_stride == 1) { /* lanes are rows, each contiguous along k: a transpose */
+    const float* rows[NR];
+    for (int l = 0; l < width; l++) rows[l] = l < ni ? base + l * lane_stride : NULL;
+    pack_rows(rows, kc, width, dst);
+    return;
+  }
+  /* lanes far apart, k strided: element by element */
   for (int l = 0; l < width; l++) {
     float* d = dst + l;
     if (l >= ni) {
@@ -363,22 +412,26 @@ static void gemm_run_rows(int64_t m, int64_t n, int64_t k, struct operand a, con
           for (int64_t ir = 0; ir < mc; ir += MR) a.pack(a.ctx, pc, kc, ic + ir, min64(MR, mc - ir), a_blk + ir * kc);
           ap = a_blk;
         }
-        for (int64_t jr = 0; jr < nc; jr += NR) {
-          const int nr = (int)min64(NR, nc - jr);
+        /* Tiles row panel by row panel where the block of B fits in L2 (it is then read once per
+         * panel from there): only MR rows of C are written at a time, where column by column keeps
+         * every row of C open, and C's rows of a convolution's output are whole planes apart. */
+        const int64_t tiles_i = ceil_div(mc, MR), tiles_j = ceil_div(nc, NR);
+        const int rows_outer = kc * nc <= ROWS_OUTER_MAX_B;
+        for (int64_t t = 0; t < tiles_i * tiles_j; t++) {
+          const int64_t ir = (rows_outer ? t / tiles_j : t % tiles_i) * MR;
+          const int64_t jr = (rows_outer ? t % tiles_j : t / tiles_i) * NR;
+          const int nr = (int)min64(NR, nc - jr), mr = (int)min64(MR, mc - ir);
           e.bias_n = o->bias_n ? o->bias_n + jc + jr : NULL;
-          for (int64_t ir = 0; ir < mc; ir += MR) {
-            e.bias_m = o->bias_m ? o->bias_m + ic + ir : NULL;
-            e.scale_m = o->scale_m ? o->scale_m + ic + ir : NULL;
-            e.shift_m = o->shift_m ? o->shift_m + ic + ir : NULL;
-            const int mr = (int)min64(MR, mc - ir);
-            if (b.rows) {
-              micro_tile_rows(kc, ap + ir * kc, b.rows + pc, jc + jr, c + (ic + ir) * c_rs + jc + jr, c_rs, mr, nr, &e);
-            } else if (c_rows) {
-              micro_tile(kc, ap + ir * kc, panel[jr / NR], panel_rs[jr / NR], NULL, jc + jr, c_rows + ic + ir, mr, nr, &e);
-            } else {
-              micro_tile(kc, ap + ir * kc, panel[jr / NR], panel_rs[jr / NR], c + (ic + ir) * c_rs + jc + jr, c_rs, NULL,
-                         mr, nr, &e);
-            }
+          e.bias_m = o->bias_m ? o->bias_m + ic + ir : NULL;
+          e.scale_m = o->scale_m ? o->scale_m + ic + ir : NULL;
+          e.shift_m = o->shift_m ? o->shift_m + ic + ir : NULL;
+          if (b.rows) {
+            micro_tile_rows(kc, ap + ir * kc, b.rows + pc, jc + jr, c + (ic + ir) * c_rs + jc + jr, c_rs, mr, nr, &e);
+          } else if (c_rows) {
+            micro_tile(kc, ap + ir * kc, panel[jr / NR], panel_rs[jr / NR], NULL, jc + jr, c_rows + ic + ir, mr, nr, &e);
+          } else {
+            micro_tile(kc, ap + ir * kc, panel[jr / NR], panel_rs[jr / NR], c + (ic + ir) * c_rs + jc + jr, c_rs, NULL,
+                       mr, nr, &e);
           }
         }
       }
@@ -910,25 +963,6 @@ static void grad_row(const struct grad_src* src, int64_t at, int64_t n, int64_t 
  * transposed, and one pass over the output pixels adds into the weight-gradient vectors and
  * scatters into the padded input gradient. */
 
-TK_INLINE void transpose8(v8f r[8]) {
-  v8f t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-    t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-  }
-  for (int i = 0; i < 8; i += 4)
-    for (int j = 0; j < 2; j++) {
-      u[i + j] = __builtin_shufflevector(t[i + j], t[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-      u[i + j + 2] = __builtin_shufflevector(t[i + j], t[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-    }
-  /* u[0..3]: pixels 0/4, 2/6, 1/5, 3/7 of channels 0-3; u[4..7] the same of channels 4-7 */
-  static const int order[4] = {0, 2, 1, 3};
-  for (int i = 0; i < 4; i++) {
-    r[order[i]] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-    r[order[i] + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-  }
-}
-
 /* c8[q*8 + l] = src[l][q] for q < n (src[l] NULL: zero) */
 static void to_c8(const float* const src[8], int64_t n, float* c8) {
   static const float zeros[8] = {0};
@@ -1276,20 +1310,24 @@ static int dw3x3_forward(const struct tk_conv2d* s, const float* x, const float*
   float *xe = xp + (g.h + 2) * g.rs, *xo = xe + (g.h + 2) * g.ers;
   float* plane = xo + (g.h + 2) * g.ers + (g.oh + 2) * g.grs + 2 * g.rs;
   const int64_t p = g.oh * g.ow;
+  const int by_row = g.ow % 8 == 0;
   dw3_zero(&g, xp);
   for (int64_t c = 0; c < s->c_in; c++) {
     v8f wt[9];
     for (int t = 0; t < 9; t++) wt[t] = splat8(w[c * 9 + t]);
     for (int64_t b = 0; b < s->n; b++) {
       dw3_pad(&g, x + (b * s->c_in + c) * g.h * g.w, xp, xe, xo);
+      const int64_t at = (b * s->c_out + c) * p;
       for (int64_t oh = 0; oh < g.oh; oh++) { /* a row's last vector spills into the next row, rewritten next */
         const float *pr[3], *er[3], *orow[3];
         dw3_rows(&g, xp, xe, xo, oh, pr, er, orow);
         for (int64_t ow = 0; ow < g.ow; ow += 8)
           st8(plane + oh * g.ow + ow, g.stride == 1 ? dw3_taps_s1(pr, ow, wt) : dw3_taps_s2(er, orow, ow, wt));
+        if (by_row) /* the output stage on the row while it is in L1 */
+          out_row(plane + oh * g.ow, g.ow, c, out, raw ? raw + at + oh * g.ow : NULL, y + at + oh * g.ow);
       }
-      const int64_t at = (b * s->c_out + c) * p; /* the output stage over the whole plane: whole vectors */
-      out_row(plane, p, c, out, raw ? raw + at : NULL, y + at);
+      if (!by_row) /* rows of whole vectors or not, the plane's are: the output stage over it */
+        out_row(plane, p, c, out, raw ? raw + at : NULL, y + at);
     }
   }
   return TK_OK;
@@ -1536,15 +1574,12 @@ struct images {
 
 static void pack_images(const struct images* s, int64_t k0, int64_t kc, int64_t i0, int64_t ni, int width,
                         float* dst) {
-  for (int l = 0; l < width; l++) {
-    float* d = dst + l;
-    if (l >= ni) {
-      for (int64_t kk = 0; kk < kc; kk++) d[kk * width] = 0.0f;
-      continue;
-    }
-    const float* row = s->p + (k0 / s->hw) * s->img + (i0 + l) * s->hw;
-    for (int64_t kk = 0, q = k0 % s->hw; kk < kc; kk += s->hw - q, q = 0, row += s->img) /* image by image */
-      for (int64_t i = q; i < s->hw && kk + i - q < kc; i++) d[(kk + i - q) * width] = row[i];
+  for (int64_t kk = 0, q = k0 % s->hw, img = k0 / s->hw; kk < kc; q = 0, img++) { /* image by image */
+    const int64_t len = min64(s->hw - q, kc - kk);
+    const float* rows[NR];
+    for (int l = 0; l < width; l++) rows[l] = l < ni ? s->p + img * s->img + (i0 + l) * s->hw + q : NULL;
+    pack_rows(rows, len, width, dst + kk * width);
+    kk += len;
   }
 }
 
