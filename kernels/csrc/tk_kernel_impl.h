@@ -169,7 +169,12 @@ static struct gemm_out relu_out_stage(const float* bias_m, const float* bias_n, 
   return (struct gemm_out){bias_m, bias_n, NULL, NULL, 0.0f, INFINITY, relu, 0};
 }
 
+/* A tile's output stage, when it is one of the two that nearly every tile ends with (a fresh C, no
+ * biases, no second output): then it is straight-line code, with no test of the fields per row. */
+enum { TILE_ANY, TILE_STORE, TILE_NORM_CLAMP };
+
 struct tile_epilogue {
+  int kind;            /* TILE_STORE: C = the products; TILE_NORM_CLAMP: C = clamp(products * scale_m + shift_m) */
   int load;            /* add the current C */
   int finish;          /* last K block: the output stage */
   const float* bias_m; /* at the tile's first row, or NULL */
@@ -205,7 +210,18 @@ TK_INLINE void store_row16(float* c, int nr, v8f lo, v8f hi) {
 }
 
 TK_INLINE void tile_store_row(float* c, int nr, v8f lo, v8f hi, const struct tile_epilogue* e, int r, v8f bn_lo,
-                              v8f bn_hi) {
+                              v8f bn_hi, const int kind) {
+  if (kind != TILE_ANY && nr == NR) {
+    if (kind == TILE_NORM_CLAMP) {
+      const v8f sc = splat8(e->scale_m[r]), sh = splat8(e->shift_m[r]);
+      const v8f low = splat8(e->out->lo), high = splat8(e->out->hi);
+      lo = clamp8(lo * sc + sh, low, high);
+      hi = clamp8(hi * sc + sh, low, high);
+    }
+    st8(c, lo);
+    st8(c + 8, hi);
+    return;
+  }
   if (e->load) {
     if (nr == NR) {
       lo += ld8(c);
@@ -246,16 +262,20 @@ TK_INLINE void bias_n_lanes(const struct tile_epilogue* e, int nr, v8f* lo, v8f*
 
 #if defined(TK_USE_NEON)
 
-#define TK_ROW_FMA4(r, a4, lane)                       \
-  c##r##0 = vfmaq_laneq_f32(c##r##0, b0, a4, lane); \
-  c##r##1 = vfmaq_laneq_f32(c##r##1, b1, a4, lane); \
-  c##r##2 = vfmaq_laneq_f32(c##r##2, b2, a4, lane); \
-  c##r##3 = vfmaq_laneq_f32(c##r##3, b3, a4, lane);
-#define TK_ROW_FMA2(r, a2, lane)                      \
-  c##r##0 = vfmaq_lane_f32(c##r##0, b0, a2, lane); \
-  c##r##1 = vfmaq_lane_f32(c##r##1, b1, a2, lane); \
-  c##r##2 = vfmaq_lane_f32(c##r##2, b2, a2, lane); \
-  c##r##3 = vfmaq_lane_f32(c##r##3, b3, a2, lane);
+#define TK_ROW_FMA4(r, a4, lane)                         \
+  c##r##0 = vfmaq_laneq_f32(c##r##0, b0, a4, lane);   \
+  c##r##1 = vfmaq_laneq_f32(c##r##1, b1, a4, lane);   \
+  if (!half) {                                        \
+    c##r##2 = vfmaq_laneq_f32(c##r##2, b2, a4, lane); \
+    c##r##3 = vfmaq_laneq_f32(c##r##3, b3, a4, lane); \
+  }
+#define TK_ROW_FMA2(r, a2, lane)                        \
+  c##r##0 = vfmaq_lane_f32(c##r##0, b0, a2, lane);   \
+  c##r##1 = vfmaq_lane_f32(c##r##1, b1, a2, lane);   \
+  if (!half) {                                       \
+    c##r##2 = vfmaq_lane_f32(c##r##2, b2, a2, lane); \
+    c##r##3 = vfmaq_lane_f32(c##r##3, b3, a2, lane); \
+  }
 #define TK_ROW_STORE(r)                                                                          \
   if (mr > r) {                                                                                  \
     float lanes[NR];                                                                             \
@@ -263,20 +283,21 @@ TK_INLINE void bias_n_lanes(const struct tile_epilogue* e, int nr, v8f* lo, v8f*
     vst1q_f32(lanes + 4, c##r##1);                                                               \
     vst1q_f32(lanes + 8, c##r##2);                                                               \
     vst1q_f32(lanes + 12, c##r##3);                                                              \
-    tile_store_row(TK_C_ROW(r), nr, ld8(lanes), ld8(lanes + 8), e, r, bn_lo, bn_hi);            \
+    tile_store_row(TK_C_ROW(r), nr, ld8(lanes), ld8(lanes + 8), e, r, bn_lo, bn_hi, kind);      \
   }
 
 /* NEON: 24 q accumulators, 4 q of B and 6 floats of A (one q + one d) per k: fmla by lane. */
 TK_INLINE void micro_body(const int indirect, int64_t kc, const float* ap, const float* bp, int64_t b_rs,
                           const float* const* brow, float* c, int64_t c_rs, float* const* crow, int mr, int nr,
-                          const struct tile_epilogue* e) {
+                          const struct tile_epilogue* e, const int kind, const int half) {
   const float32x4_t z = vdupq_n_f32(0.0f);
   float32x4_t c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
   float32x4_t c20 = z, c21 = z, c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z;
   float32x4_t c40 = z, c41 = z, c42 = z, c43 = z, c50 = z, c51 = z, c52 = z, c53 = z;
   for (int64_t k = 0; k < kc; k++) {
     const float* b = indirect ? brow[k] + b_rs : bp;
-    const float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4), b2 = vld1q_f32(b + 8), b3 = vld1q_f32(b + 12);
+    const float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4);
+    const float32x4_t b2 = half ? z : vld1q_f32(b + 8), b3 = half ? z : vld1q_f32(b + 12);
     const float32x4_t a4 = vld1q_f32(ap);
     const float32x2_t a2 = vld1_f32(ap + 4);
     TK_ROW_FMA4(0, a4, 0) TK_ROW_FMA4(1, a4, 1) TK_ROW_FMA4(2, a4, 2) TK_ROW_FMA4(3, a4, 3)
@@ -291,24 +312,24 @@ TK_INLINE void micro_body(const int indirect, int64_t kc, const float* ap, const
 
 #else /* portable vector extensions (SSE2 baseline, AVX2 + FMA in the x86-64-v3 build) */
 
-#define TK_ROW_FMA(r)                \
-  {                                  \
-    const v8f a = splat8(ap[r]);     \
-    c##r##0 += a * b0;               \
-    c##r##1 += a * b1;               \
+#define TK_ROW_FMA(r)            \
+  {                              \
+    const v8f a = splat8(ap[r]); \
+    c##r##0 += a * b0;           \
+    if (!half) c##r##1 += a * b1; \
   }
 #define TK_ROW_STORE(r)                                                                            \
   if (mr > r)                                                                                      \
-    tile_store_row(TK_C_ROW(r), nr, c##r##0, c##r##1, e, r, bn_lo, bn_hi);
+    tile_store_row(TK_C_ROW(r), nr, c##r##0, c##r##1, e, r, bn_lo, bn_hi, kind);
 
 TK_INLINE void micro_body(const int indirect, int64_t kc, const float* ap, const float* bp, int64_t b_rs,
                           const float* const* brow, float* c, int64_t c_rs, float* const* crow, int mr, int nr,
-                          const struct tile_epilogue* e) {
+                          const struct tile_epilogue* e, const int kind, const int half) {
   v8f c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
   v8f c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
   for (int64_t k = 0; k < kc; k++) {
     const float* b = indirect ? brow[k] + b_rs : bp;
-    const v8f b0 = ld8(b), b1 = ld8(b + 8);
+    const v8f b0 = ld8(b), b1 = half ? splat8(0.0f) : ld8(b + 8);
     TK_ROW_FMA(0) TK_ROW_FMA(1) TK_ROW_FMA(2) TK_ROW_FMA(3) TK_ROW_FMA(4) TK_ROW_FMA(5)
     ap += MR;
     if (!indirect) bp += b_rs;
@@ -320,16 +341,36 @@ TK_INLINE void micro_body(const int indirect, int64_t kc, const float* ap, const
 
 #endif
 
+/* One copy of the body per output-stage kind, so that each ends in its own straight-line code; and
+ * for a tile of at most NR / 2 columns (the ragged last one of a 14 x 14 or 7 x 7 plane), a body
+ * that computes only those. */
+TK_INLINE void micro_kinds(const int indirect, int64_t kc, const float* ap, const float* bp, int64_t b_rs,
+                           const float* const* brow, float* c, int64_t c_rs, float* const* crow, int mr, int nr,
+                           const struct tile_epilogue* e, const int half) {
+  if (e->kind == TILE_NORM_CLAMP)
+    micro_body(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, TILE_NORM_CLAMP, half);
+  else if (e->kind == TILE_STORE)
+    micro_body(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, TILE_STORE, half);
+  else
+    micro_body(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, TILE_ANY, half);
+}
+
 /* Out of line: inlined into the drivers, GCC spills the accumulators. */
 static __attribute__((noinline)) void micro_tile(int64_t kc, const float* ap, const float* bp, int64_t b_rs,
                                                  float* c, int64_t c_rs, float* const* crow, int mr, int nr,
                                                  const struct tile_epilogue* e) {
-  micro_body(0, kc, ap, bp, b_rs, NULL, c, c_rs, crow, mr, nr, e);
+  if (nr <= NR / 2)
+    micro_kinds(0, kc, ap, bp, b_rs, NULL, c, c_rs, crow, mr, nr, e, 1);
+  else
+    micro_kinds(0, kc, ap, bp, b_rs, NULL, c, c_rs, crow, mr, nr, e, 0);
 }
 static __attribute__((noinline)) void micro_tile_rows(int64_t kc, const float* ap, const float* const* brow,
                                                       int64_t col, float* c, int64_t c_rs, int mr, int nr,
                                                       const struct tile_epilogue* e) {
-  micro_body(1, kc, ap, NULL, col, brow, c, c_rs, NULL, mr, nr, e);
+  if (nr <= NR / 2)
+    micro_kinds(1, kc, ap, NULL, col, brow, c, c_rs, NULL, mr, nr, e, 1);
+  else
+    micro_kinds(1, kc, ap, NULL, col, brow, c, c_rs, NULL, mr, nr, e, 0);
 }
 
 /* ==========================================================================================
@@ -372,11 +413,11 @@ static void gemm_run_rows(int64_t m, int64_t n, int64_t k, struct operand a, con
     for (int64_t i = 0; i < m; i++) {
       float* ci = c_rows ? c_rows[i] : c + i * c_rs;
       for (int64_t j = 0; j < n; j++) {
-        struct tile_epilogue e = {accumulate, 1, o->bias_m ? o->bias_m + i : NULL, o->bias_n ? o->bias_n + j : NULL,
+        struct tile_epilogue e = {TILE_ANY, accumulate, 1, o->bias_m ? o->bias_m + i : NULL, o->bias_n ? o->bias_n + j : NULL,
                                   o->scale_m ? o->scale_m + i : NULL, o->shift_m ? o->shift_m + i : NULL, o};
         v8f bn_lo, bn_hi;
         bias_n_lanes(&e, 1, &bn_lo, &bn_hi);
-        tile_store_row(ci + j, 1, splat8(0.0f), splat8(0.0f), &e, 0, bn_lo, bn_hi);
+        tile_store_row(ci + j, 1, splat8(0.0f), splat8(0.0f), &e, 0, bn_lo, bn_hi, TILE_ANY);
       }
     }
     return;
@@ -402,7 +443,11 @@ static void gemm_run_rows(int64_t m, int64_t n, int64_t k, struct operand a, con
             panel_rs[jr / NR] = NR;
           }
         }
-      struct tile_epilogue e = {accumulate || pc > 0, pc + kc >= k, NULL, NULL, NULL, NULL, o};
+      struct tile_epilogue e = {TILE_ANY, accumulate || pc > 0, pc + kc >= k, NULL, NULL, NULL, NULL, o};
+      if (!e.load && e.finish && !o->bias_m && !o->bias_n && !o->out_delta) {
+        if (!o->scale_m && !o->clamp) e.kind = TILE_STORE;
+        if (o->scale_m && o->shift_m && o->clamp) e.kind = TILE_NORM_CLAMP;
+      }
       for (int64_t ic = 0; ic < m; ic += MC) {
         const int64_t mc = min64(MC, m - ic);
         const float* ap;
