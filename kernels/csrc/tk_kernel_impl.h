@@ -1379,7 +1379,7 @@ static int dw3x3_forward(const struct tk_conv2d* s, const float* x, const float*
         if (by_row) /* the output stage on the row while it is in L1 */
           out_row(plane + oh * g.ow, g.ow, c, out, raw ? raw + at + oh * g.ow : NULL, y + at + oh * g.ow);
       }
-      if (!by_row) /* rows of whole vectors or not, the plane's are: the output stage over it */
+      if (!by_row) /* rows of a tail each: the output stage once over the plane, in whole vectors */
         out_row(plane, p, c, out, raw ? raw + at : NULL, y + at);
     }
   }
