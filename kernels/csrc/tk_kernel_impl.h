@@ -262,20 +262,16 @@ TK_INLINE void bias_n_lanes(const struct tile_epilogue* e, int nr, v8f* lo, v8f*
 
 #if defined(TK_USE_NEON)
 
-#define TK_ROW_FMA4(r, a4, lane)                         \
-  c##r##0 = vfmaq_laneq_f32(c##r##0, b0, a4, lane);   \
-  c##r##1 = vfmaq_laneq_f32(c##r##1, b1, a4, lane);   \
-  if (!half) {                                        \
-    c##r##2 = vfmaq_laneq_f32(c##r##2, b2, a4, lane); \
-    c##r##3 = vfmaq_laneq_f32(c##r##3, b3, a4, lane); \
+/* row r's accumulators += B times lane `lane` of a (fma: by lane of a q or a d register) */
+#define TK_ROW_FMA_LANE(fma, r, a, lane)       \
+  c##r##0 = fma(c##r##0, b0, a, lane);       \
+  c##r##1 = fma(c##r##1, b1, a, lane);       \
+  if (!half) {                               \
+    c##r##2 = fma(c##r##2, b2, a, lane);     \
+    c##r##3 = fma(c##r##3, b3, a, lane);     \
   }
-#define TK_ROW_FMA2(r, a2, lane)                        \
-  c##r##0 = vfmaq_lane_f32(c##r##0, b0, a2, lane);   \
-  c##r##1 = vfmaq_lane_f32(c##r##1, b1, a2, lane);   \
-  if (!half) {                                       \
-    c##r##2 = vfmaq_lane_f32(c##r##2, b2, a2, lane); \
-    c##r##3 = vfmaq_lane_f32(c##r##3, b3, a2, lane); \
-  }
+#define TK_ROW_FMA4(r, a4, lane) TK_ROW_FMA_LANE(vfmaq_laneq_f32, r, a4, lane)
+#define TK_ROW_FMA2(r, a2, lane) TK_ROW_FMA_LANE(vfmaq_lane_f32, r, a2, lane)
 #define TK_ROW_STORE(r)                                                                          \
   if (mr > r) {                                                                                  \
     float lanes[NR];                                                                             \
