@@ -101,8 +101,8 @@ def fast_training_targets(rows: list[dict]) -> list[dict]:
     at least 2x eager, faster than LiteRT, at least 20x stock ExecuTorch wherever stock is slower than eager.
 
     The ratios are of median steps; the targets must hold for the best rounds too (``x_vs_eager_best``
-    and kin, where the rows have them), so that a slow phase of one runtime alone (eager's step has
-    measured 84 ms in one run of the mobile-scale program and 150 ms in another) cannot meet them."""
+    and kin, where the rows have them), so that a slow phase of one runtime alone (eager's step of the
+    mobile-scale program has nearly doubled from one run to another here) cannot meet them."""
     steps = {(r["program"], r["runtime"]): r for r in rows if r["measure"] == "train_step"}
     out = []
     for program in sorted({p for p, k in steps if k == "executorch-fast"}):
