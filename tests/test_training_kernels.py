@@ -667,10 +667,23 @@ raise SystemExit('no error')
 
 # ------------------------------------------------------------------------------------ benchmark
 
+def test_bench_counts_the_fast_step_alone_under_qemu():
+    """``--instructions fast``: qemu-aarch64 counts the fast program's step (NEON kernels) and not the
+    stock one, and the table says that stock was not counted."""
+    from dcx.kernels.bench_training import _instruction_row, fast_program, render_markdown
+    from dcx.recipes import get_program
+
+    program = get_program("coda.classifier.train")
+    row = _instruction_row(program, fast_program(program)[0], stock=False)
+    assert "error" not in row, row
+    assert row["stock"] is None and row["fast"] > 0
+    assert f"| coda.classifier.train | not counted | {row['fast']:,} | - |" in render_markdown([row])
+
+
 def test_bench_rows_and_markdown(tmp_path):
     from dcx.kernels.bench_training import render_markdown, run_training_bench
 
-    rows = run_training_bench(programs=["coda.classifier.train"], rounds=3, warmup=1, count_instructions=False,
+    rows = run_training_bench(programs=["coda.classifier.train"], rounds=3, warmup=1, instructions="none",
                               kernel_shapes=False, include_litert=False)
     steps = {r["runtime"]: r for r in rows if r["measure"] == "train_step"}
     assert {"eager", "executorch", "executorch-fast"} <= set(steps)

@@ -11,7 +11,7 @@ processes hit them alike), medians and ratios:
 - ``kernel``: every dcx op at the shapes the programs call it with, against PyTorch eager doing the
   same computation (``dcx.kernels.training_reference``).
 - ``qemu_instructions``: guest instructions per step under qemu-aarch64 (the native runner and the
-  NEON kernel build), fast and stock, from runs of 1 and 1 + k steps.
+  NEON kernel build), fast and stock (``INSTRUCTIONS``), from runs of 1 and 1 + k steps.
 - ``xnnpack``: the frozen convolutional part of a training program (constant weights: the one part
   of a training graph XNNPACK can take) lowered to XNNPACK against the same forward on dcx kernels.
 """
@@ -253,7 +253,12 @@ def xnnpack_rows(program, rounds: int) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- the run
 
-def run_training_bench(programs=PROGRAMS, rounds: int = 15, warmup: int = 3, count_instructions: bool = True,
+# Which programs of each training program qemu-aarch64 counts: both, the fast one alone (a stock step
+# that takes seconds natively takes far longer emulated), or none.
+INSTRUCTIONS = ("both", "fast", "none")
+
+
+def run_training_bench(programs=PROGRAMS, rounds: int = 15, warmup: int = 3, instructions: str = "both",
                        kernel_shapes: bool = True, include_litert: bool = True,
                        progress: Callable[[str], None] = lambda s: None) -> list[dict]:
     from dcx.kernels.training import is_built
@@ -290,8 +295,8 @@ def run_training_bench(programs=PROGRAMS, rounds: int = 15, warmup: int = 3, cou
                 if kernel_shapes:
                     rows += kernel_rows(ep, name, rounds=max(3, rounds // 3))
                     rows += xnnpack_rows(program, rounds=max(3, rounds // 3))
-                if count_instructions:
-                    rows.append(_instruction_row(program, pte))
+                if instructions != "none":
+                    rows.append(_instruction_row(program, pte, stock=instructions == "both"))
                     progress(f"{name:<24} qemu instructions/step: {rows[-1]}")
         peak = max(peak, measure_gemm_peak(), key=lambda p: p["gflops"])
     for r in rows:  # fractions of the best peak of the run
@@ -301,15 +306,17 @@ def run_training_bench(programs=PROGRAMS, rounds: int = 15, warmup: int = 3, cou
     return [{"measure": "gemm_peak", **peak}, *rows]
 
 
-def _instruction_row(program, pte: bytes) -> dict:
+def _instruction_row(program, pte: bytes, stock: bool) -> dict:
+    """The fast program's count, and the stock program's where ``stock`` (else ``stock`` is None)."""
     from dcx.kernels import build_dir
 
     extra = 2 if program.name.startswith("dcccl") else 8
     lib = build_dir("aarch64") / "libdcx_train_executorch.so"
-    row = {"measure": "qemu_instructions", "program": program.name, "extra_steps": extra}
+    row = {"measure": "qemu_instructions", "program": program.name, "extra_steps": extra, "stock": None}
     try:
         row["fast"] = qemu_instructions_per_step(program, pte, [lib], extra)
-        row["stock"] = qemu_instructions_per_step(program, stock_program(program), [], extra)
+        if stock:
+            row["stock"] = qemu_instructions_per_step(program, stock_program(program), [], extra)
     except DcxError as e:
         row["error"] = str(e)
     return row
@@ -373,11 +380,14 @@ def render_markdown(rows: list[dict], command: str = "dcx bench training --markd
         lines += ["## Instructions per step under qemu-aarch64", "",
                   "Guest instructions of one SGD step in the native runner (`runtimes/native`, aarch64 build: the",
                   "wheel's portable/optimized kernels, the NEON build of the dcx kernels), from runs of 1 and 1 + k",
-                  "steps. Emulated time means nothing; instruction counts are repeatable.", "",
+                  "steps. Emulated time means nothing; instruction counts are repeatable. Stock is not counted",
+                  "where the command says `--instructions fast`.", "",
                   "| program | stock ExecuTorch | executorch-fast | stock / fast |", "|---|---|---|---|"]
         for r in counts:
             if "error" in r:
                 lines.append(f"| {r['program']} | - | - | not counted: {r['error']} |")
+            elif r["stock"] is None:
+                lines.append(f"| {r['program']} | not counted | {r['fast']:,} | - |")
             else:
                 lines.append(f"| {r['program']} | {r['stock']:,} | {r['fast']:,} | {r['stock'] / r['fast']:.1f}x |")
         lines.append("")
@@ -436,10 +446,11 @@ def render_markdown(rows: list[dict], command: str = "dcx bench training --markd
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
               help="Where to write the Markdown (default: benchmarks/training_kernels.md of the repo).")
 @click.option("--rounds", type=int, default=15, show_default=True, help="Timed rounds per program.")
-@click.option("--no-instructions", is_flag=True, help="Skip the qemu-aarch64 instruction counts.")
+@click.option("--instructions", type=click.Choice(INSTRUCTIONS), default="both", show_default=True,
+              help="Which programs qemu-aarch64 counts instructions of: stock and fast, fast alone, or none.")
 @click.option("--programs", default=",".join(PROGRAMS), show_default=True,
               help="Training programs, comma-separated (e.g. dcccl_mnv2.train for the mobile-scale one).")
-def bench_training(json_path: str | None, markdown_path: str | None, rounds: int, no_instructions: bool,
+def bench_training(json_path: str | None, markdown_path: str | None, rounds: int, instructions: str,
                    programs: str) -> None:
     """One training step per runtime with and without the dcx training kernels (single thread)."""
     from dcx.fileio import write_atomic
@@ -448,11 +459,11 @@ def bench_training(json_path: str | None, markdown_path: str | None, rounds: int
     if not chosen or not all(p.endswith(".train") for p in chosen):
         raise click.BadParameter(f"{programs!r}: give training programs, e.g. {','.join(PROGRAMS)}",
                                  param_hint="--programs")
-    rows = run_training_bench(programs=chosen, rounds=rounds, count_instructions=not no_instructions,
+    rows = run_training_bench(programs=chosen, rounds=rounds, instructions=instructions,
                               progress=click.echo)
     md = Path(markdown_path) if markdown_path else REPO_ROOT / "benchmarks" / "training_kernels.md"
     command = " ".join(["dcx bench training", *(["--programs", programs] if chosen != list(PROGRAMS) else []),
-                        *(["--no-instructions"] if no_instructions else []),
+                        *(["--instructions", instructions] if instructions != "both" else []),
                         *(["--rounds", str(rounds)] if rounds != 15 else []),
                         "--markdown", markdown_path or "benchmarks/training_kernels.md"])
     write_atomic(md, render_markdown(rows, command))
