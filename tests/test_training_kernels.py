@@ -107,6 +107,7 @@ CONVS = [  # n, c_in, h, w, c_out, k, stride, padding, dilation, groups
     (1, 3, 6, 6, 2, 6, 1, 0, 1, 1), (2, 4, 12, 12, 8, 5, 3, 2, 1, 1),
     (2, 3, 20, 20, 5, 1, 1, 0, 1, 1),  # a pointwise plane of 400 pixels: the per-image weight gradient
     (2, 12, 10, 16, 12, 3, 1, 1, 1, 12),  # depthwise 3x3 on rows of whole vectors (gradient rows fetched in place)
+    (2, 8, 7, 7, 8, 3, 1, 1, 1, 8),  # depthwise 3x3 on rows narrower than a vector
     (2, 8, 17, 35, 8, 3, 2, 1, 1, 8),  # depthwise 3x3 stride 2, rows split by whole vectors and a tail
     (2, 3, 31, 37, 9, 3, 2, 1, 1, 1),  # a stem (3x3 over RGB) on an odd plane: 16 output columns and 3, 9 channels
 ]

@@ -430,6 +430,7 @@ static void run_all(int quick) {
       {2, 11, 13, 10, 11, 3, 3, 3, 2, 0, 2, 2, 1, 11}, /* depthwise dilated, stride 3, no row padding */
       {1, 9, 7, 8, 9, 1, 1, 2, 2, 0, 0, 1, 1, 9},    /* depthwise 1x1 stride 2: rows no tap reaches */
       {2, 16, 8, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 16}, /* depthwise 3x3, rows of whole vectors */
+      {2, 8, 7, 7, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8},    /* depthwise 3x3, rows narrower than a vector */
       {2, 8, 17, 35, 8, 3, 3, 2, 2, 1, 1, 1, 1, 8},  /* depthwise 3x3 stride 2, rows split by vectors and a tail */
       {1, 9, 12, 32, 9, 3, 3, 2, 2, 1, 1, 1, 1, 9},  /* depthwise 3x3 stride 2, even rows of whole vectors */
       {2, 16, 7, 7, 24, 1, 1, 1, 1, 0, 0, 1, 1, 1},  /* pointwise */
