@@ -337,36 +337,40 @@ TK_INLINE void micro_body(const int indirect, int64_t kc, const float* ap, const
 
 #endif
 
-/* One copy of the body per output-stage kind, so that each ends in its own straight-line code; and
- * for a tile of at most NR / 2 columns (the ragged last one of a 14 x 14 or 7 x 7 plane), a body
+/* For a tile of at most NR / 2 columns (the ragged last one of a 14 x 14 or 7 x 7 plane), a body
  * that computes only those. */
+TK_INLINE void micro_widths(const int indirect, int64_t kc, const float* ap, const float* bp, int64_t b_rs,
+                            const float* const* brow, float* c, int64_t c_rs, float* const* crow, int mr, int nr,
+                            const struct tile_epilogue* e, const int kind) {
+  if (nr <= NR / 2)
+    micro_body(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, kind, 1);
+  else
+    micro_body(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, kind, 0);
+}
+
+/* One copy of the body per output-stage kind (and width), so that each ends in its own
+ * straight-line code. */
 TK_INLINE void micro_kinds(const int indirect, int64_t kc, const float* ap, const float* bp, int64_t b_rs,
                            const float* const* brow, float* c, int64_t c_rs, float* const* crow, int mr, int nr,
-                           const struct tile_epilogue* e, const int half) {
+                           const struct tile_epilogue* e) {
   if (e->kind == TILE_NORM_CLAMP)
-    micro_body(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, TILE_NORM_CLAMP, half);
+    micro_widths(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, TILE_NORM_CLAMP);
   else if (e->kind == TILE_STORE)
-    micro_body(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, TILE_STORE, half);
+    micro_widths(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, TILE_STORE);
   else
-    micro_body(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, TILE_ANY, half);
+    micro_widths(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, TILE_ANY);
 }
 
 /* Out of line: inlined into the drivers, GCC spills the accumulators. */
 static __attribute__((noinline)) void micro_tile(int64_t kc, const float* ap, const float* bp, int64_t b_rs,
                                                  float* c, int64_t c_rs, float* const* crow, int mr, int nr,
                                                  const struct tile_epilogue* e) {
-  if (nr <= NR / 2)
-    micro_kinds(0, kc, ap, bp, b_rs, NULL, c, c_rs, crow, mr, nr, e, 1);
-  else
-    micro_kinds(0, kc, ap, bp, b_rs, NULL, c, c_rs, crow, mr, nr, e, 0);
+  micro_kinds(0, kc, ap, bp, b_rs, NULL, c, c_rs, crow, mr, nr, e);
 }
 static __attribute__((noinline)) void micro_tile_rows(int64_t kc, const float* ap, const float* const* brow,
                                                       int64_t col, float* c, int64_t c_rs, int mr, int nr,
                                                       const struct tile_epilogue* e) {
-  if (nr <= NR / 2)
-    micro_kinds(1, kc, ap, NULL, col, brow, c, c_rs, NULL, mr, nr, e, 1);
-  else
-    micro_kinds(1, kc, ap, NULL, col, brow, c, c_rs, NULL, mr, nr, e, 0);
+  micro_kinds(1, kc, ap, NULL, col, brow, c, c_rs, NULL, mr, nr, e);
 }
 
 /* ==========================================================================================

@@ -253,8 +253,8 @@ def xnnpack_rows(program, rounds: int) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- the run
 
-# Which programs of each training program qemu-aarch64 counts: both, the fast one alone (a stock step
-# that takes seconds natively takes far longer emulated), or none.
+# What qemu-aarch64 counts the instructions of: the stock and the fast build of each training program,
+# the fast one alone (a stock step that takes seconds natively takes far longer emulated), or neither.
 INSTRUCTIONS = ("both", "fast", "none")
 
 
