@@ -106,6 +106,7 @@ CONVS = [  # n, c_in, h, w, c_out, k, stride, padding, dilation, groups
     (2, 6, 9, 9, 6, 3, 1, 1, 1, 6), (2, 8, 15, 15, 8, 3, 2, 1, 1, 8), (2, 16, 7, 7, 24, 1, 1, 0, 1, 1),
     (1, 3, 6, 6, 2, 6, 1, 0, 1, 1), (2, 4, 12, 12, 8, 5, 3, 2, 1, 1),
     (2, 3, 20, 20, 5, 1, 1, 0, 1, 1),  # a pointwise plane of 400 pixels: the per-image weight gradient
+    (3, 20, 5, 5, 13, 1, 1, 0, 1, 1),  # a pointwise plane of 25 pixels: one GEMM over the images' pixels
     (2, 12, 10, 16, 12, 3, 1, 1, 1, 12),  # depthwise 3x3 on rows of whole vectors (gradient rows fetched in place)
     (2, 8, 7, 7, 8, 3, 1, 1, 1, 8),  # depthwise 3x3 on rows narrower than a vector
     (2, 8, 17, 35, 8, 3, 2, 1, 1, 8),  # depthwise 3x3 stride 2, rows split by whole vectors and a tail

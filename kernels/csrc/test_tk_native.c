@@ -412,6 +412,9 @@ static void run_all(int quick) {
           test_gemm(dims[i], dims[j], dims[(i + j) % 6], ta, tb, (int)((i + j) & 1), (int)(j & 1), (int)(i & 1));
   test_gemm(7, 600, 300, 0, 1, 0, 1, 1); /* several K and N blocks */
   test_gemm(130, 33, 520, 1, 0, 1, 0, 0); /* several M blocks */
+  test_gemm(8, 40, 19, 0, 0, 0, 1, 1);    /* a last tile of 2 rows: the 2-row body */
+  test_gemm(3, 21, 9, 1, 1, 1, 0, 1);     /* 3 rows: the 4-row body */
+  test_gemm(14, 9, 300, 0, 1, 1, 1, 0);   /* 6 + 6 + 2 rows, two K blocks */
   const int64_t ns[] = {1, 3, 32, 65}, ins[] = {1, 7, 36, 300}, outs[] = {1, 10, 16, 33};
   for (size_t a = 0; a < 4; a++)
     for (size_t b = 0; b < 4; b++)
@@ -435,6 +438,8 @@ static void run_all(int quick) {
       {1, 9, 12, 32, 9, 3, 3, 2, 2, 1, 1, 1, 1, 9},  /* depthwise 3x3 stride 2, even rows of whole vectors */
       {2, 16, 7, 7, 24, 1, 1, 1, 1, 0, 0, 1, 1, 1},  /* pointwise */
       {1, 300, 4, 4, 20, 1, 1, 1, 1, 0, 0, 1, 1, 1}, /* pointwise, K > KC */
+      {3, 20, 5, 5, 13, 1, 1, 1, 1, 0, 0, 1, 1, 1},  /* pointwise, a small plane: one GEMM over the images */
+      {2, 300, 3, 3, 20, 1, 1, 1, 1, 0, 0, 1, 1, 1}, /* the same, K > KC */
       {1, 12, 20, 30, 200, 1, 1, 1, 1, 0, 0, 1, 1, 1}, /* pointwise, a large plane in column blocks */
       {2, 3, 40, 40, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1},  /* weight gradient over more than one dot block */
       {1, 3, 6, 6, 2, 6, 6, 1, 1, 0, 0, 1, 1, 1},    /* window = image */

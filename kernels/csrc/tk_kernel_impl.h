@@ -264,11 +264,13 @@ TK_INLINE void bias_n_lanes(const struct tile_epilogue* e, int nr, v8f* lo, v8f*
 
 /* row r's accumulators += B times lane `lane` of a (fma: by lane of a q or a d register) */
 #define TK_ROW_FMA_LANE(fma, r, a, lane)       \
-  c##r##0 = fma(c##r##0, b0, a, lane);       \
-  c##r##1 = fma(c##r##1, b1, a, lane);       \
-  if (!half) {                               \
-    c##r##2 = fma(c##r##2, b2, a, lane);     \
-    c##r##3 = fma(c##r##3, b3, a, lane);     \
+  if (rows > r) {                            \
+    c##r##0 = fma(c##r##0, b0, a, lane);     \
+    c##r##1 = fma(c##r##1, b1, a, lane);     \
+    if (!half) {                             \
+      c##r##2 = fma(c##r##2, b2, a, lane);   \
+      c##r##3 = fma(c##r##3, b3, a, lane);   \
+    }                                        \
   }
 #define TK_ROW_FMA4(r, a4, lane) TK_ROW_FMA_LANE(vfmaq_laneq_f32, r, a4, lane)
 #define TK_ROW_FMA2(r, a2, lane) TK_ROW_FMA_LANE(vfmaq_lane_f32, r, a2, lane)
@@ -285,7 +287,7 @@ TK_INLINE void bias_n_lanes(const struct tile_epilogue* e, int nr, v8f* lo, v8f*
 /* NEON: 24 q accumulators, 4 q of B and 6 floats of A (one q + one d) per k: fmla by lane. */
 TK_INLINE void micro_body(const int indirect, int64_t kc, const float* ap, const float* bp, int64_t b_rs,
                           const float* const* brow, float* c, int64_t c_rs, float* const* crow, int mr, int nr,
-                          const struct tile_epilogue* e, const int kind, const int half) {
+                          const struct tile_epilogue* e, const int kind, const int half, const int rows) {
   const float32x4_t z = vdupq_n_f32(0.0f);
   float32x4_t c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
   float32x4_t c20 = z, c21 = z, c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z;
@@ -308,11 +310,11 @@ TK_INLINE void micro_body(const int indirect, int64_t kc, const float* ap, const
 
 #else /* portable vector extensions (SSE2 baseline, AVX2 + FMA in the x86-64-v3 build) */
 
-#define TK_ROW_FMA(r)            \
-  {                              \
-    const v8f a = splat8(ap[r]); \
-    c##r##0 += a * b0;           \
-    if (!half) c##r##1 += a * b1; \
+#define TK_ROW_FMA(r)              \
+  if (rows > r) {                  \
+    const v8f a = splat8(ap[r]);   \
+    c##r##0 += a * b0;             \
+    if (!half) c##r##1 += a * b1;  \
   }
 #define TK_ROW_STORE(r)                                                                            \
   if (mr > r)                                                                                      \
@@ -320,7 +322,7 @@ TK_INLINE void micro_body(const int indirect, int64_t kc, const float* ap, const
 
 TK_INLINE void micro_body(const int indirect, int64_t kc, const float* ap, const float* bp, int64_t b_rs,
                           const float* const* brow, float* c, int64_t c_rs, float* const* crow, int mr, int nr,
-                          const struct tile_epilogue* e, const int kind, const int half) {
+                          const struct tile_epilogue* e, const int kind, const int half, const int rows) {
   v8f c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
   v8f c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
   for (int64_t k = 0; k < kc; k++) {
@@ -338,14 +340,26 @@ TK_INLINE void micro_body(const int indirect, int64_t kc, const float* ap, const
 #endif
 
 /* For a tile of at most NR / 2 columns (the ragged last one of a 14 x 14 or 7 x 7 plane), a body
- * that computes only those. */
+ * that computes only those; for a tile of at most 2 or 4 rows (the last one of 8, 16, 32 ... output
+ * channels), one that computes only those rows. */
+TK_INLINE void micro_rows(const int indirect, int64_t kc, const float* ap, const float* bp, int64_t b_rs,
+                          const float* const* brow, float* c, int64_t c_rs, float* const* crow, int mr, int nr,
+                          const struct tile_epilogue* e, const int kind, const int half) {
+  if (mr <= 2)
+    micro_body(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, kind, half, 2);
+  else if (mr <= 4)
+    micro_body(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, kind, half, 4);
+  else
+    micro_body(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, kind, half, MR);
+}
+
 TK_INLINE void micro_widths(const int indirect, int64_t kc, const float* ap, const float* bp, int64_t b_rs,
                             const float* const* brow, float* c, int64_t c_rs, float* const* crow, int mr, int nr,
                             const struct tile_epilogue* e, const int kind) {
   if (nr <= NR / 2)
-    micro_body(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, kind, 1);
+    micro_rows(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, kind, 1);
   else
-    micro_body(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, kind, 0);
+    micro_rows(indirect, kc, ap, bp, b_rs, brow, c, c_rs, crow, mr, nr, e, kind, 0);
 }
 
 /* One copy of the body per output-stage kind (and width), so that each ends in its own
@@ -1596,35 +1610,14 @@ static int is_pointwise(const struct tk_conv2d* s) {
          s->groups == 1;
 }
 
-/* y_b [c_out, hw] = W [c_out, c_in] x_b [c_in, hw]: x rows read in place, the output stage in the tiles. */
-static int pointwise_forward(const struct tk_conv2d* s, const float* x, const float* w, const struct gemm_out* o,
-                             float* raw, float* y) {
-  const int64_t hw = s->h * s->w;
-  const size_t pa = packed_a_size(s->c_out, s->c_in), ws_n = gemm_workspace(s->c_out, hw);
-  float* ws = tk__scratch(pa + ws_n);
-  if (!ws) return TK_ENOMEM;
-  struct strided sw = {w, s->c_in, 1};
-  pack_a_all(s->c_out, s->c_in, strided_a(&sw), ws);
-  struct gemm_out ob = *o;
-  ob.out_delta = raw ? (intptr_t)((char*)y - (char*)raw) : 0; /* the two outputs have the same layout */
-  for (int64_t b = 0; b < s->n; b++) {
-    struct strided sx = {x + b * s->c_in * hw, hw, 1};
-    float* c = (raw ? raw : y) + b * s->c_out * hw;
-    gemm_run(s->c_out, hw, s->c_in, (struct operand){0}, ws, strided_b(&sx), c, hw, 0, &ob, ws + pa);
-  }
-  return TK_OK;
-}
-
-#define DOT_K_BLOCK 2048 /* weight gradient: hw in blocks whose rows of g and x stay in L2 */
-#define BATCHED_GW_MAX_HW 256 /* below this plane size the weight gradient is one GEMM over every image */
-
-/* An operand summed over images: element (i, k) of A, or (k, j) of B, is p[(k / hw) * img + i * hw +
- * k % hw] (i or j a channel, k a pixel of some image): NCHW seen as [c][n * hw]. */
+/* A batch in NCHW seen as [c][n * hw]: channel c of pixel q of image b is p[b * img + c * hw + q],
+ * column b * hw + q. */
 struct images {
   const float* p;
   int64_t hw, img;
 };
 
+/* The view summed over: element (i, k) of A, or (k, j) of B, is channel i or j at column k. */
 static void pack_images(const struct images* s, int64_t k0, int64_t kc, int64_t i0, int64_t ni, int width,
                         float* dst) {
   for (int64_t kk = 0, q = k0 % s->hw, img = k0 / s->hw; kk < kc; q = 0, img++) { /* image by image */
@@ -1644,17 +1637,76 @@ static void pack_b_images(const void* ctx, int64_t k0, int64_t kc, int64_t j0, i
   pack_images((const struct images*)ctx, k0, kc, j0, nj, NR, dst);
 }
 
+/* The view as it is, as B: element (k, j) is channel k at column j (the pixels of every image). */
+static void pack_b_pixels(const void* ctx, int64_t k0, int64_t kc, int64_t j0, int64_t nj, float* dst) {
+  const struct images* s = (const struct images*)ctx;
+  for (int64_t l = 0; l < nj;) { /* the panel's columns image by image */
+    const int64_t q = (j0 + l) % s->hw, len = min64(s->hw - q, nj - l);
+    const float* src = s->p + (j0 + l) / s->hw * s->img + k0 * s->hw + q;
+    for (int64_t kk = 0; kk < kc; kk++) memcpy(dst + kk * NR + l, src + kk * s->hw, sizeof(float) * (size_t)len);
+    l += len;
+  }
+  for (int64_t kk = 0; kk < kc; kk++)
+    for (int64_t l = nj; l < NR; l++) dst[kk * NR + l] = 0.0f;
+}
+
+static struct operand pixels_b(struct images* s) { return (struct operand){pack_b_pixels, s, NULL, 0, NULL}; }
+
+/* Planes smaller than this run as one GEMM over the pixels of every image: per image, a plane
+ * of 7 x 7 is three column panels and a ragged one of a single column (measured: the 7 x 7 layers
+ * of the mobile-scale program about 1.4x faster as one GEMM; 14 x 14 the same either way). */
+#define BATCHED_PW_MAX_HW 64
+
+/* y_b [c_out, hw] = W [c_out, c_in] x_b [c_in, hw]: x rows read in place, the output stage in the
+ * tiles; for small planes, one GEMM over every image into scratch, the output stage row by row. */
+static int pointwise_forward(const struct tk_conv2d* s, const float* x, const float* w, const struct gemm_out* o,
+                             float* raw, float* y) {
+  const int64_t hw = s->h * s->w, co = s->c_out;
+  const int batched = s->n > 1 && hw < BATCHED_PW_MAX_HW;
+  const int64_t cols = batched ? s->n * hw : hw;
+  const size_t pa = packed_a_size(co, s->c_in), ws_n = gemm_workspace(co, cols);
+  float* ws = tk__scratch(pa + ws_n + (batched ? (size_t)(co * cols) : 0));
+  if (!ws) return TK_ENOMEM;
+  struct strided sw = {w, s->c_in, 1};
+  pack_a_all(co, s->c_in, strided_a(&sw), ws);
+  if (batched) {
+    struct images bx = {x, hw, s->c_in * hw};
+    float* t = ws + pa + ws_n;
+    gemm_run(co, cols, s->c_in, (struct operand){0}, ws, pixels_b(&bx), t, cols, 0, &plain_out, ws + pa);
+    for (int64_t b = 0; b < s->n; b++)
+      for (int64_t oc = 0; oc < co; oc++) {
+        const int64_t at = (b * co + oc) * hw;
+        out_row(t + oc * cols + b * hw, hw, oc, o, raw ? raw + at : NULL, y + at);
+      }
+    return TK_OK;
+  }
+  struct gemm_out ob = *o;
+  ob.out_delta = raw ? (intptr_t)((char*)y - (char*)raw) : 0; /* the two outputs have the same layout */
+  for (int64_t b = 0; b < s->n; b++) {
+    struct strided sx = {x + b * s->c_in * hw, hw, 1};
+    float* c = (raw ? raw : y) + b * co * hw;
+    gemm_run(co, hw, s->c_in, (struct operand){0}, ws, strided_b(&sx), c, hw, 0, &ob, ws + pa);
+  }
+  return TK_OK;
+}
+
+#define DOT_K_BLOCK 2048 /* weight gradient: hw in blocks whose rows of g and x stay in L2 */
+#define BATCHED_GW_MAX_HW 256 /* below this plane size the weight gradient is one GEMM over every image */
+
 /* g [n][c_out][hw] fetched once (gb += its row sums); gw = sum over images of g_b x_b^T: dot products
  * over hw per image for large planes, one packed GEMM with k = n * hw over every image for small ones
- * (where a dot product per image is too short); gx_b = W^T g_b (W^T packed once, g rows read in place). */
+ * (where a dot product per image is too short); gx_b = W^T g_b (W^T packed once, g rows read in place),
+ * or for the smallest planes gx = W^T g as one GEMM over every image's pixels, then copied out. */
 static int pointwise_backward(const struct tk_conv2d* s, const struct grad_src* src, const float* x, const float* w,
                               float* gx, float* gw, float* gb) {
-  const int64_t hw = s->h * s->w, ci = s->c_in, co = s->c_out;
+  const int64_t hw = s->h * s->w, ci = s->c_in, co = s->c_out, cols = s->n * hw;
   const int plain = !src->y && !src->scale && !src->sum_g, batched = gw && hw < BATCHED_GW_MAX_HW;
-  const int64_t images_held = batched ? s->n : 1; /* g of every image, or of one at a time */
+  const int batched_gx = gx && s->n > 1 && hw < BATCHED_PW_MAX_HW;
+  const int64_t images_held = batched || batched_gx ? s->n : 1; /* g of every image, or of one at a time */
   const size_t pa = gx ? packed_a_size(ci, co) : 0;
-  const size_t ws_n = (size_t)max64(gx ? (int64_t)gemm_workspace(ci, hw) : 0, batched ? (int64_t)gemm_workspace(co, ci) : 0);
-  float* ws = tk__scratch(pa + ws_n + (plain ? 0 : (size_t)(images_held * co * hw)));
+  const size_t ws_n = (size_t)max64(gx ? (int64_t)gemm_workspace(ci, batched_gx ? cols : hw) : 0,
+                                    batched ? (int64_t)gemm_workspace(co, ci) : 0);
+  float* ws = tk__scratch(pa + ws_n + (plain ? 0 : (size_t)(images_held * co * hw)) + (batched_gx ? (size_t)(ci * cols) : 0));
   if (!ws) return TK_ENOMEM;
   float* held = ws + pa + ws_n;
   if (gx) {
@@ -1663,7 +1715,7 @@ static int pointwise_backward(const struct tk_conv2d* s, const struct grad_src* 
   }
   if (gb) memset(gb, 0, sizeof(float) * (size_t)co);
   for (int64_t b = 0; b < s->n; b++) {
-    float* g = plain ? (float*)src->gy + b * co * hw : held + (batched ? b * co * hw : 0);
+    float* g = plain ? (float*)src->gy + b * co * hw : held + (images_held > 1 ? b * co * hw : 0);
     if (!plain)
       for (int64_t o = 0; o < co; o++) grad_row(src, (b * co + o) * hw, hw, o, g + o * hw);
     if (gb)
@@ -1672,15 +1724,22 @@ static int pointwise_backward(const struct tk_conv2d* s, const struct grad_src* 
       for (int64_t k0 = 0; k0 < hw; k0 += DOT_K_BLOCK)
         gemm_dot(co, ci, min64(DOT_K_BLOCK, hw - k0), g + k0, hw, x + b * ci * hw + k0, hw, NULL, gw, ci,
                  b > 0 || k0 > 0, NULL, NULL, 0);
-    if (gx) {
+    if (gx && !batched_gx) {
       struct strided sg = {g, hw, 1};
       gemm_run(ci, hw, co, (struct operand){0}, ws, strided_b(&sg), gx + b * ci * hw, hw, 0, &plain_out, ws + pa);
     }
   }
+  struct images all_g = {plain ? src->gy : held, hw, co * hw};
   if (batched) {
-    struct images ag = {plain ? src->gy : held, hw, co * hw}, bx = {x, hw, ci * hw};
-    gemm_run(co, ci, s->n * hw, (struct operand){pack_a_images, &ag, NULL, 0, NULL}, NULL,
+    struct images bx = {x, hw, ci * hw};
+    gemm_run(co, ci, cols, (struct operand){pack_a_images, &all_g, NULL, 0, NULL}, NULL,
              (struct operand){pack_b_images, &bx, NULL, 0, NULL}, gw, ci, 0, &plain_out, ws + pa);
+  }
+  if (batched_gx) {
+    float* t = held + (plain ? 0 : images_held * co * hw); /* [ci][n * hw] */
+    gemm_run(ci, cols, co, (struct operand){0}, ws, pixels_b(&all_g), t, cols, 0, &plain_out, ws + pa);
+    for (int64_t b = 0; b < s->n; b++)
+      for (int64_t c = 0; c < ci; c++) memcpy(gx + (b * ci + c) * hw, t + c * cols + b * hw, sizeof(float) * (size_t)hw);
   }
   return TK_OK;
 }
