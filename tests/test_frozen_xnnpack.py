@@ -9,7 +9,9 @@
 - a user's program with a frozen MobileNet-style backbone and a trainable head exports through
   ``dcx.export_programs`` with the backbone in XNNPACK (but its RGB stem, on the dcx stem kernel) and
   passes ``dcx.verify`` step for step;
-- ``--no-fast-training`` keeps the whole graph on the portable kernels, XNNPACK included.
+- ``--no-fast-training`` keeps the whole graph on the portable kernels, XNNPACK included;
+- ``ExportOptions(frozen_xnnpack=False)`` puts the frozen layers on the dcx kernels too, with the same
+  step; ``dcx bench training`` times the two programs side by side.
 """
 
 from __future__ import annotations
@@ -136,3 +138,34 @@ def test_no_fast_training_keeps_everything_portable(tmp_path):
     names = [p["name"] for p in entry["passes"]]
     assert "lower_frozen_to_xnnpack" not in names and "fast_training" not in names
     assert all(r.ok for r in dcx.verify(tmp_path / "out"))
+
+
+def test_frozen_layers_on_dcx_kernels_alone_give_the_same_step():
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
+
+    from dcx.export import ExportOptions
+    from dcx.export.executorch import EXPORTER
+    from dcx.export.passes import PassContext
+    from dcx.kernels.bench_training import render_markdown, xnnpack_rows
+    from dcx.kernels.training import load_executorch_kernels
+
+    load_executorch_kernels()
+    program = get_program("dcccl.train")
+    built = {}
+    for frozen_xnnpack in (True, False):
+        options = ExportOptions(frozen_xnnpack=frozen_xnnpack)
+        ctx = PassContext(program, options, "executorch")
+        pte, _ = EXPORTER.build(program, options, ctx)
+        built[frozen_xnnpack] = pte, {r.name: r.changes for r in ctx.records}
+    with_xnnpack, alone = built[True][1], built[False][1]
+    assert with_xnnpack["lower_frozen_to_xnnpack"]["delegates"] == 1 and "lower_frozen_to_xnnpack" not in alone
+    assert alone["fast_training"]["left_for_xnnpack"] == []
+    took = lambda r: sum(r["fast_training"]["ops"].values())  # noqa: E731
+    assert took(alone) > took(with_xnnpack)  # the mimic's layers too
+    batch = tuple(program.example_batches(1)[0])
+    steps = [_load_for_executorch_from_buffer(pte).forward(batch) for pte, _ in built.values()]
+    for a, b in zip(*steps):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    rows = xnnpack_rows(program, built[True][0], with_xnnpack["fast_training"], rounds=3)
+    assert len(rows) == 1 and rows[0]["xnnpack_s"] > 0 and rows[0]["dcx_s"] > 0
+    assert f"| dcccl.train | {rows[0]['xnnpack_s'] * 1e3:.3f} | {rows[0]['dcx_s'] * 1e3:.3f} |" in render_markdown(rows)

@@ -22,6 +22,7 @@ from dcx.reference import ProgramReference
 class ExportOptions:
     fused_kernels: bool = False  # ICIIA's PartitionedLinear as the custom dcx:: op (ExecuTorch inference)
     fast_training: bool = True  # ExecuTorch training graphs on the dcx training kernels (passes/fast_training.py)
+    frozen_xnnpack: bool = True  # with fast_training: the frozen layers' forward in XNNPACK (passes/frozen_xnnpack.py)
 
 
 @dataclass

@@ -66,6 +66,8 @@ class ExecuTorchExporter:
         if training:
             if not options.fast_training:
                 return [*fuse, CaptureProgram(), JointGraph(), FunctionPass("to_edge", _to_edge)]
+            if not options.frozen_xnnpack:
+                return [*fuse, CaptureProgram(), JointGraph(), FastTraining(), FunctionPass("to_edge", _to_edge)]
             return [*fuse, CaptureProgram(), JointGraph(), FastTraining(leave_frozen=True),
                     FunctionPass("lower_frozen_to_xnnpack", lower_frozen_to_xnnpack)]
         lower = FunctionPass("to_edge", _to_edge) if options.fused_kernels else \
@@ -91,8 +93,9 @@ class ExecuTorchExporter:
             raise
         Path(path).write_bytes(buffer)
         if program.kind == "train":
-            notes = {"kernels": "dcx training kernels where the fast_training pass rewrote the graph, XNNPACK for "
-                                "the frozen layers' forward, portable elsewhere" if options.fast_training else "portable"}
+            frozen = ", XNNPACK for the frozen layers' forward" if options.frozen_xnnpack else ""
+            notes = {"kernels": f"dcx training kernels where the fast_training pass rewrote the graph{frozen}, "
+                                "portable elsewhere" if options.fast_training else "portable"}
         else:
             notes = {"kernels": "portable + dcx fused op" if options.fused_kernels else "XNNPACK delegate"}
         return ArtifactInfo(signatures=_signatures(program), weights={n: n for n in program.trainable},
