@@ -64,11 +64,12 @@ class ExecuTorchExporter:
         training = program.kind == "train"
         fuse = [FusePartitionedLinear()] if options.fused_kernels or (training and options.fast_training) else []
         if training:
+            joint = [*fuse, CaptureProgram(), JointGraph()]
             if not options.fast_training:
-                return [*fuse, CaptureProgram(), JointGraph(), FunctionPass("to_edge", _to_edge)]
+                return [*joint, FunctionPass("to_edge", _to_edge)]
             if not options.frozen_xnnpack:
-                return [*fuse, CaptureProgram(), JointGraph(), FastTraining(), FunctionPass("to_edge", _to_edge)]
-            return [*fuse, CaptureProgram(), JointGraph(), FastTraining(leave_frozen=True),
+                return [*joint, FastTraining(), FunctionPass("to_edge", _to_edge)]
+            return [*joint, FastTraining(leave_frozen=True),
                     FunctionPass("lower_frozen_to_xnnpack", lower_frozen_to_xnnpack)]
         lower = FunctionPass("to_edge", _to_edge) if options.fused_kernels else \
             FunctionPass("lower_to_xnnpack", _lower_to_xnnpack)

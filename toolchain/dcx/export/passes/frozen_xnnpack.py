@@ -3,8 +3,9 @@
 Why: XNNPACK runs the forward of convolutional layers faster than the dcx training kernels
 (``dcx bench training`` times the step of each training program with a frozen part both ways: as
 exported, and with ``ExportOptions(frozen_xnnpack=False)``, the frozen layers on the dcx kernels
-too), but it packs its weights once, at load time, so it may hold no layer that trains. In a joint forward+backward
-graph the part it may take is exact: the nodes that read a user input and no trainable parameter.
+too), but it packs its weights once, at load time, so it may hold no layer that trains. In a joint
+forward+backward graph the part it may take is exact: the nodes that read a user input and no
+trainable parameter.
 Their values do not change when SGD updates the weights, and no gradient is among them (every
 gradient reads the loss, which reads the trainable parameters). The DC-CCL mimic is such a part; so
 is a frozen backbone under a trainable head.
