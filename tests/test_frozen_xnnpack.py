@@ -144,19 +144,13 @@ def test_frozen_layers_on_dcx_kernels_alone_give_the_same_step():
     from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
 
     from dcx.export import ExportOptions
-    from dcx.export.executorch import EXPORTER
-    from dcx.export.passes import PassContext
-    from dcx.kernels.bench_training import render_markdown, xnnpack_rows
+    from dcx.kernels.bench_training import build_training_program, render_markdown, xnnpack_rows
     from dcx.kernels.training import load_executorch_kernels
 
     load_executorch_kernels()
     program = get_program("dcccl.train")
-    built = {}
-    for frozen_xnnpack in (True, False):
-        options = ExportOptions(frozen_xnnpack=frozen_xnnpack)
-        ctx = PassContext(program, options, "executorch")
-        pte, _ = EXPORTER.build(program, options, ctx)
-        built[frozen_xnnpack] = pte, {r.name: r.changes for r in ctx.records}
+    built = {frozen_xnnpack: build_training_program(program, ExportOptions(frozen_xnnpack=frozen_xnnpack))[:2]
+             for frozen_xnnpack in (True, False)}
     with_xnnpack, alone = built[True][1], built[False][1]
     assert with_xnnpack["lower_frozen_to_xnnpack"]["delegates"] == 1 and "lower_frozen_to_xnnpack" not in alone
     assert alone["fast_training"]["left_for_xnnpack"] == []

@@ -41,13 +41,14 @@ PROGRAMS = ("coda.classifier.train", "coda.recommender.train", "dcccl.train")
 
 # ---------------------------------------------------------------------------------------------- programs
 
-def _built(program, fast_training: bool) -> tuple[bytes, dict, object]:
-    """What ``dcx export`` writes for a training program: the ``.pte``, the pass records and the graph before lowering."""
+def build_training_program(program, options=None) -> tuple[bytes, dict, object]:
+    """What ``dcx export`` writes for a training program with ``options`` (default ``ExportOptions()``): the
+    ``.pte``, the pass records by pass name and the graph before lowering."""
     from dcx.export import ExportOptions
     from dcx.export.executorch import EXPORTER
     from dcx.export.passes import PassContext
 
-    options = ExportOptions(fast_training=fast_training)
+    options = options or ExportOptions()
     ctx = PassContext(program, options, "executorch")
     pte, graph = EXPORTER.build(program, options, ctx)
     return pte, {r.name: r.changes for r in ctx.records}, graph
@@ -55,12 +56,14 @@ def _built(program, fast_training: bool) -> tuple[bytes, dict, object]:
 
 def fast_program(program) -> tuple[bytes, dict, object]:
     """The fast ``.pte`` of a training program, the fast-training pass report and the rewritten graph."""
-    pte, records, graph = _built(program, fast_training=True)
+    pte, records, graph = build_training_program(program)
     return pte, records["fast_training"], graph
 
 
 def stock_program(program) -> bytes:
-    return _built(program, fast_training=False)[0]
+    from dcx.export import ExportOptions
+
+    return build_training_program(program, ExportOptions(fast_training=False))[0]
 
 
 def _conv_out(shape_x, shape_w, stride, padding, dilation) -> int:
@@ -218,13 +221,10 @@ def xnnpack_rows(program, pte: bytes, report: dict, rounds: int) -> list[dict]:
     from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
 
     from dcx.export import ExportOptions
-    from dcx.export.executorch import EXPORTER
-    from dcx.export.passes import PassContext
 
     if not report["left_for_xnnpack"]:
         return []
-    options = ExportOptions(frozen_xnnpack=False)
-    dcx_pte, _ = EXPORTER.build(program, options, PassContext(program, options, "executorch"))
+    dcx_pte = build_training_program(program, ExportOptions(frozen_xnnpack=False))[0]
     batch = tuple(program.example_batches(1)[0])
     modules = {"xnnpack": _load_for_executorch_from_buffer(pte), "dcx": _load_for_executorch_from_buffer(dcx_pte)}
     losses = {k: float(m.forward(batch)[0]) for k, m in modules.items()}
