@@ -1426,6 +1426,12 @@ static __attribute__((noinline)) void dw3_weight_grad(const struct dw3* g, const
   for (int t = 0; t < 9; t++) acc_io[t] = acc[t];
 }
 
+/* eight input-gradient columns of a stride-1 row: the taps of rows r0, r1, r2 of the padded gradient */
+TK_INLINE v8f dw3_transposed_taps(const v8f wt[9], const float* r0, const float* r1, const float* r2) {
+  return wt[0] * ld8(r0 + 2) + wt[1] * ld8(r0 + 1) + wt[2] * ld8(r0) + wt[3] * ld8(r1 + 2) + wt[4] * ld8(r1 + 1) +
+         wt[5] * ld8(r1) + wt[6] * ld8(r2 + 2) + wt[7] * ld8(r2 + 1) + wt[8] * ld8(r2);
+}
+
 /* gxp (one input plane) = the 3 x 3 weights w9 applied transposed to the gradient plane gp; row: a
  * row of scratch for what does not fill whole vectors in place */
 static __attribute__((noinline)) void dw3_input_grad(const struct dw3* g, const float* gp, const float* w9, float* gxp,
@@ -1434,19 +1440,16 @@ static __attribute__((noinline)) void dw3_input_grad(const struct dw3* g, const 
   for (int t = 0; t < 9; t++) wt[t] = splat8(w9[t]);
   for (int64_t ih = 0; ih < g->h; ih++) {
     if (g->stride == 1) { /* gx[ih][iw] = sum w[i][j] g[ih + 1 - i][iw + 1 - j] (gp: row and column + 1) */
-      for (int64_t iw = 0; iw < g->w; iw += 8) {
-        const int64_t at = iw + 8 <= g->w || g->w < 8 ? iw : g->w - 8; /* a ragged last vector overlaps */
-        v8f a = splat8(0.0f);
-        for (int i = 0; i < 3; i++) {
-          const float* gr = gp + (ih + 2 - i) * g->grs + at;
-          a += wt[3 * i] * ld8(gr + 2) + wt[3 * i + 1] * ld8(gr + 1) + wt[3 * i + 2] * ld8(gr);
-        }
-        if (at + 8 <= g->w) {
-          st8(gxp + ih * g->w + at, a);
-        } else { /* a row shorter than a vector */
-          st8(row, a);
-          copy_row(gxp + ih * g->w, row, g->w);
-        }
+      const float* r0 = gp + (ih + 2) * g->grs; /* tap row i reads r_i */
+      const float *r1 = r0 - g->grs, *r2 = r1 - g->grs;
+      float* out = gxp + ih * g->w;
+      int64_t iw = 0;
+      for (; iw + 8 <= g->w; iw += 8) st8(out + iw, dw3_transposed_taps(wt, r0 + iw, r1 + iw, r2 + iw));
+      if (iw < g->w && g->w >= 8) { /* a ragged last vector overlaps the one before */
+        st8(out + g->w - 8, dw3_transposed_taps(wt, r0 + g->w - 8, r1 + g->w - 8, r2 + g->w - 8));
+      } else if (iw < g->w) { /* a row shorter than a vector */
+        st8(row, dw3_transposed_taps(wt, r0, r1, r2));
+        copy_row(out, row, g->w);
       }
     } else { /* padded row r = ih + 1 gets output rows oh with 2 oh + i = r: its column 2u + 1 (input
               * column 2u) from tap j = 1 of output column u, its column 2u + 2 (input 2u + 1) from
