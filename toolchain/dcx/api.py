@@ -7,12 +7,16 @@
     rows = dcx.verify("out/mynet")
 
 Parameters with ``requires_grad=False`` are frozen in the training artifact;
-the others train with plain SGD at ``lr``. The recipes' ``dcx export`` is a
-thin layer over the same ``export_programs``.
+the others train with plain SGD at ``lr``. A program holds its own copy of the
+module it is given, taken when it is made: the caller's module (its mode, its
+parameters, their ``requires_grad``) is never changed, so one module can feed
+a training and an inference program. The recipes' ``dcx export`` is a thin
+layer over the same ``export_programs``.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,6 +39,12 @@ def _check_inputs(name: str, example_inputs: Sequence[torch.Tensor], names: Sequ
     return inputs
 
 
+def _snapshot(module: nn.Module) -> nn.Module:
+    """The program's own copy of the caller's module, in inference mode (dropout off, batch-norm statistics
+    frozen); the caller's module is left exactly as it was."""
+    return copy.deepcopy(module).eval()
+
+
 def training_program(name: str, loss_module: nn.Module, example_inputs: Sequence[torch.Tensor],
                      input_names: Sequence[str], lr: float, *, batches: Batches | None = None,
                      summary: str = "") -> DeviceProgram:
@@ -47,6 +57,7 @@ def training_program(name: str, loss_module: nn.Module, example_inputs: Sequence
     inputs = _check_inputs(name, example_inputs, input_names, "input names")
     if not any(p.requires_grad for p in loss_module.parameters()):
         raise DcxError(f"{name}: no parameter of the loss module requires grad; nothing would train")
+    loss_module = _snapshot(loss_module)
     with torch.no_grad():
         loss = loss_module(*inputs)
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
@@ -60,6 +71,7 @@ def inference_program(name: str, module: nn.Module, example_inputs: Sequence[tor
                       input_names: Sequence[str], output_names: Sequence[str], *, summary: str = "") -> DeviceProgram:
     """An inference program ``module(*inputs) -> outputs`` (every parameter frozen)."""
     inputs = _check_inputs(name, example_inputs, input_names, "input names")
+    module = _snapshot(module)
     for p in module.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
