@@ -33,7 +33,7 @@ from dcx.formats.coreml.updatable_rules import backprop_reachable, check_updatab
 from dcx.manifest import read_manifest  # noqa: E402
 from dcx.reference import ProgramReference  # noqa: E402
 from dcx.runtimes.coreml import RUNTIME  # noqa: E402
-from dcx.verification import DEFAULT_TOLERANCE, training_errors  # noqa: E402
+from dcx.verification import DEFAULT_TOLERANCE, train_on_reference  # noqa: E402
 
 MACOS = sys.platform == "darwin"
 
@@ -83,7 +83,7 @@ def test_static_checks_pass_on_every_artifact(exported):
         checks = {r.check for r in rows}
         if entry.kind == "train":
             assert {"coreml_updatable_layers", "coreml_loss_layer", "coreml_optimizer", "coreml_updatable_rules",
-                    "coreml_reference_execution", "coreml_deviation_measured"} <= checks
+                    "coreml_reference_execution"} <= checks
         else:
             assert {"coreml_mil_validates", "coreml_inputs", "coreml_outputs"} <= checks
 
@@ -305,11 +305,11 @@ def test_two_class_head_equals_binary_cross_entropy(exported):
 def test_exact_formulations_train_like_pytorch(exported, name):
     """dcx verify's own training check, with the artifact's spec run by the reference interpreter."""
     _, path, entry, reference = exported[name]
-    loss_err, weight_err, losses = training_errors(RUNTIME.load_reference(path, entry), reference)
-    assert loss_err <= DEFAULT_TOLERANCE.loss and weight_err <= DEFAULT_TOLERANCE.weights, (loss_err, weight_err)
-    assert losses[-1] < losses[0] + 0.5
-    (row,) = RUNTIME.reference_checks(path, entry, reference)
-    assert row.ok and row.check == "reference_interpreter_training"
+    run = train_on_reference(RUNTIME.load_reference(path, entry), reference)
+    assert run.loss_error <= DEFAULT_TOLERANCE.loss and run.weight_error <= DEFAULT_TOLERANCE.weights, run
+    assert run.losses[-1] < run.losses[0] + 0.5
+    rows = RUNTIME.reference_checks(path, entry, reference, DEFAULT_TOLERANCE)
+    assert [r.check for r in rows] == ["coreml_parameters_train", "coreml_training_gap"] and all(r.ok for r in rows)
 
 
 def test_reference_session_predicts_like_pytorch(exported):
@@ -324,8 +324,9 @@ def test_reference_session_predicts_like_pytorch(exported):
 def test_deviation_is_measured_and_reported(exported, record_property, capsys):
     report = {}
     for name in ("dcccl.train", "coda.classifier.train", "coda.recommender.train"):
-        (measured,) = [d.measured for d in exported[name][2].deviations if d.measured]
-        assert measured["steps"] == 20 and measured["samples_for_accuracy"] == 640
+        (gap,) = [d.measured for d in exported[name][2].deviations if d.measured]
+        assert gap.steps == 20 and gap.samples_for_accuracy == 640
+        measured = dataclasses.asdict(gap)
         for key in ("loss_max_abs_diff", "weight_max_abs_diff", "accuracy_coreml_formulation", "accuracy_exact"):
             assert isinstance(measured[key], float), (name, key)
         report[name] = measured
@@ -349,17 +350,30 @@ def test_deviation_is_measured_and_reported(exported, record_property, capsys):
                   + (f"; naive alternative (CE on S only): weight diff "
                      f"{m['alternative_drop_frozen_offset']['weight_max_abs_diff']}, "
                      f"loss diff {m['alternative_drop_frozen_offset']['loss_max_abs_diff']}"
-                     if "alternative_drop_frozen_offset" in m else ""))
+                     if m["alternative_drop_frozen_offset"] else ""))
 
 
 def test_documented_frozen_parameters_are_reported_not_failed(exported):
     """verify's reference check on coda.recommender.train: the gap comes from the documented deviation."""
     _, path, entry, reference = exported["coda.recommender.train"]
-    (row,) = RUNTIME.reference_checks(path, entry, reference)
-    assert row.ok and row.error > DEFAULT_TOLERANCE.weights and "model.user_vec" in row.detail
+    moves, gap = RUNTIME.reference_checks(path, entry, reference, DEFAULT_TOLERANCE)
+    assert moves.ok and gap.ok and gap.error > DEFAULT_TOLERANCE.weights and "model.user_vec" in moves.detail
     undocumented = dataclasses.replace(entry, deviations=[d for d in entry.deviations if not d.parameters])
-    (row,) = RUNTIME.reference_checks(path, undocumented, reference)
-    assert not row.ok
+    assert not all(r.ok for r in RUNTIME.reference_checks(path, undocumented, reference, DEFAULT_TOLERANCE))
+
+
+def test_the_gap_may_not_grow_past_what_export_measured(exported):
+    """A gap recorded smaller than verify measures again (an artifact that trains further from PyTorch than it
+    did at export) fails, naming the parameter."""
+    _, path, entry, reference = exported["coda.recommender.train"]
+    (deviation,) = [d for d in entry.deviations if d.measured]
+    recorded = deviation.measured.weight_max_abs_diff_by_param
+    smaller = dataclasses.replace(deviation.measured, weight_max_abs_diff_by_param={
+        n: (v / 10 if n == "model.user_vec" else v) for n, v in recorded.items()})
+    altered = dataclasses.replace(entry, deviations=[dataclasses.replace(d, measured=smaller) if d is deviation else d
+                                                     for d in entry.deviations])
+    _, gap = RUNTIME.reference_checks(path, altered, reference, DEFAULT_TOLERANCE)
+    assert not gap.ok and "model.user_vec" in gap.detail
 
 
 # ---------------------------------------------------------------- the runtime on this host
@@ -385,3 +399,13 @@ def test_coreml_predicts_like_pytorch(exported):
             ref = RUNTIME.load_reference(path, entry).run(*(t.numpy() for t in program.example_inputs))
             for g, e in zip(session.run(*(t.numpy() for t in program.example_inputs)), ref):
                 np.testing.assert_allclose(g, e, atol=1e-4)
+
+
+def test_a_parameter_documented_frozen_that_moves_fails(exported):
+    """The manifest says a parameter cannot train in Core ML, but the artifact's steps move it: verify fails."""
+    _, path, entry, reference = exported["coda.recommender.train"]
+    claims = [dataclasses.replace(d, parameters=[*d.parameters, "model.mlp.0.bias"]) if d.parameters else d
+              for d in entry.deviations]
+    moves, _ = RUNTIME.reference_checks(path, dataclasses.replace(entry, deviations=claims), reference,
+                                        DEFAULT_TOLERANCE)
+    assert not moves.ok and "model.mlp.0.bias moved" in moves.detail

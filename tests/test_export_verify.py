@@ -23,6 +23,7 @@ from dcx.data.fashion_mnist import load_fashion_mnist
 from dcx.errors import DcxError
 from dcx.export import ExportOptions, get_exporter
 from dcx.export.pipeline import export_recipe
+from dcx.formats.stored import stored_tensors
 from dcx.manifest import MANIFEST, read_manifest, sha256_of
 from dcx.recipes import get_recipe
 from dcx.reference import ProgramReference
@@ -79,8 +80,8 @@ def test_manifest_describes_trained_artifacts(trained):
             if e.kind == "train":
                 assert e.trainable and e.optimizer.lr > 0 and e.flops.backward > 0 and e.reference.steps == 20
                 assert set(e.trainable) <= set(e.weights)
-                assert {loc.name for loc in e.weight_locations} & set(e.trainable)  # trainable weights located
-                assert {loc.name for loc in e.weight_locations} & set(e.frozen)  # and frozen ones
+                assert {loc.name for loc in e.weight_coverage.verbatim} & set(e.trainable)  # trainable weights located
+                assert {loc.name for loc in e.weight_coverage.verbatim} & set(e.frozen)  # and frozen ones
     dcccl = read_manifest(trained["dcccl"][1]).entry("dcccl.train", "executorch")
     assert all(n.startswith("small.") for n in dcccl.trainable) and all(n.startswith("mimic.") for n in dcccl.frozen)
 
@@ -101,13 +102,13 @@ def test_verify_passes_every_check_it_can_run_on_linux(trained):
         rows = verify(art)
         assert rows and all(r.ok for r in rows), [r for r in rows if not r.ok]
         ran = {(r.format, r.check) for r in rows if r.verdict == "pass"}
-        assert {(f, "weights_verbatim") for f in ("executorch", "tflite", "coreml")} <= ran
+        assert {(f, "weights") for f in ("executorch", "tflite", "coreml")} <= ran
         if name != "iciia":
             for fmt in ("executorch", "tflite"):
                 assert {(fmt, "train_20_steps_loss"), (fmt, "train_20_steps_weights")} <= ran
-            assert ("coreml", "reference_interpreter_training") in ran
+            assert ("coreml", "coreml_training_gap") in ran
         assert ("onnx", "forward") in ran and ("executorch", "forward") in ran and ("tflite", "forward") in ran
-        assert {r.format for r in rows if r.verdict == "skipped"} <= {"coreml"}  # only what needs macOS
+        assert {r.format for r in rows if r.verdict == "not run"} <= {"coreml"}  # only what needs macOS
 
 
 def test_dcccl_infer_matches_the_checkpoint_model_on_real_test_images(trained):
@@ -164,10 +165,11 @@ def test_weights_set_into_a_training_session_are_used(trained):
 
 # ---------------------------------------------------------------- tampering
 
-def _alter_weight(path: Path, location) -> None:
-    target = path / location.file if location.file else path
+def _alter_weight(path: Path, fmt: str, location) -> None:
+    (region,) = [t for t in stored_tensors(fmt, path) if t.region == location.region]
+    target = path / region.file if region.file else path
     data = bytearray(target.read_bytes())
-    data[location.offset + location.nbytes // 2] ^= 0x01  # one low mantissa bit of one float
+    data[region.offset + region.nbytes // 2] ^= 0x01  # one low mantissa bit of one float
     target.write_bytes(bytes(data))
 
 
@@ -190,12 +192,12 @@ def test_verify_names_an_altered_weight(trained, tmp_path, program_name, fmt, wh
     shutil.copytree(art, folder)
     entry = read_manifest(folder).entry(program_name, fmt)
     names = set(entry.frozen) if which == "frozen" else set(entry.trainable)
-    location = max((loc for loc in entry.weight_locations if loc.name in names), key=lambda loc: loc.nbytes)
-    _alter_weight(folder / entry.file, location)
+    location = max((loc for loc in entry.weight_coverage.verbatim if loc.name in names), key=lambda loc: loc.nbytes)
+    _alter_weight(folder / entry.file, fmt, location)
     _rehash(folder)
     rows = [r for r in verify(folder, program_filter=program_name) if r.format == fmt]
     failed = [r for r in rows if not r.ok]
-    assert [r.check for r in failed] == ["weights_verbatim"], rows
+    assert [r.check for r in failed] == ["weights"], rows
     assert location.name in failed[0].detail
 
 
@@ -259,7 +261,7 @@ def test_a_users_model_exports_to_every_format_and_verifies(tmp_path):
     assert all(r.ok for r in rows), [r for r in rows if not r.ok]
     assert {(r.format, r.check) for r in rows if r.verdict == "pass"} >= {
         ("executorch", "train_20_steps_loss"), ("tflite", "train_20_steps_weights"), ("onnx", "forward"),
-        ("coreml", "reference_interpreter_training")}
+        ("coreml", "coreml_training_gap")}
 
 
 class CumSumNet(torch.nn.Module):
@@ -489,7 +491,7 @@ def test_fused_kernel_export_puts_the_dcx_op_in_the_pte_and_verifies(tmp_path):
     assert next(p for p in entry.passes if p.name == "fuse_partitioned_linear").changes["layers"] == 4
     rows = verify(out)
     assert all(r.ok for r in rows), rows
-    assert {r.check for r in rows if r.verdict == "pass"} >= {"custom_ops_present", "forward", "weights_verbatim"}
+    assert {r.check for r in rows if r.verdict == "pass"} >= {"custom_ops_present", "forward", "weights"}
 
 
 def test_checkpoint_round_trips_exactly(tmp_path):

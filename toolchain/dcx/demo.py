@@ -21,7 +21,7 @@ from dcx.fileio import check_replaceable
 from dcx.manifest import read_manifest
 from dcx.recipes import get_recipe, recipe_names
 from dcx.runtimes import get_runtime
-from dcx.verification import format_table, verify
+from dcx.verification import format_table, summary, verify
 
 DEMO_RECIPES = ("dcccl", "iciia", "coda")
 
@@ -54,8 +54,7 @@ def run_demo(out: Path, *, quick: bool = False, force: bool = False, echo: Calla
         failed += sum(not r.ok for r in rows)
         echo(format_table([r for r in rows if r.verdict != "pass"]) if any(r.verdict != "pass" for r in rows)
              else "   every check passed")
-        echo(f"   {sum(r.verdict == 'pass' for r in rows)} passed, {sum(not r.ok for r in rows)} failed, "
-             f"{sum(r.verdict == 'skipped' for r in rows)} skipped")
+        echo(f"   {summary(rows)}")
         echo(f"== {name}: 4/4 exported inference artifacts on real held-out data")
         _score(art_dir, ckpt_dir, echo)
     return failed

@@ -23,7 +23,7 @@ from dcx.errors import DcxError
 from dcx.programs import TensorSpec
 
 MANIFEST = "manifest.json"
-MANIFEST_SCHEMA = 2
+MANIFEST_SCHEMA = 3
 
 
 @dataclass
@@ -79,13 +79,52 @@ class Requirements:
 
 @dataclass
 class WeightLocation:
-    """Where a weight is stored verbatim inside the artifact (float32, little-endian, in ``layout`` order)."""
+    """A tensor the artifact stores, found through the format's structure (``dcx.formats.stored``)."""
 
-    name: str  # the PyTorch parameter or buffer name
-    file: str  # "" for the artifact file itself; a path relative to a bundle folder
-    offset: int
+    name: str  # the PyTorch parameter or buffer name ("folded ..." for a fold's output)
+    region: str  # the format's name for where it lies: "buffer 12", "initializer fc.weight", "named data 7b58..."
     nbytes: int
-    layout: str  # "identity", "transpose" (2-D), "ohwi", "hwio" (4-D): the permutation of the PyTorch tensor
+    layout: str  # "identity", or the permutation of the PyTorch tensor's axes it is stored in, e.g. "0,2,3,1"
+
+
+@dataclass(frozen=True)
+class ConvNorm:
+    """A frozen convolution and the inference-mode batch norm after it: their weights' names in the program."""
+
+    conv_weight: str
+    conv_bias: str | None
+    norm_weight: str | None
+    norm_bias: str | None
+    running_mean: str
+    running_var: str
+    eps: float
+
+
+@dataclass
+class FoldedBatchNorm:
+    """A ``ConvNorm`` stored as one weight and bias (``torch.nn.utils.fusion.fuse_conv_bn_weights`` of the named
+    reference weights)."""
+
+    pair: ConvNorm
+    weight: WeightLocation
+    bias: WeightLocation
+
+
+@dataclass
+class UncheckedWeight:
+    """A reference weight not stored verbatim nor as a known fold, and why."""
+
+    name: str
+    reason: Literal["unread", "transformed"]  # the program never reads it | the converter folded it into others
+
+
+@dataclass
+class WeightCoverage:
+    """Every reference weight of the artifact, accounted for (``dcx.export.weight_locations``)."""
+
+    verbatim: list[WeightLocation] = field(default_factory=list)
+    folded: list[FoldedBatchNorm] = field(default_factory=list)
+    unchecked: list[UncheckedWeight] = field(default_factory=list)
 
 
 @dataclass
@@ -95,11 +134,35 @@ class PassRecord:
 
 
 @dataclass
+class TrainingGap:
+    """How far an artifact's training formulation trains from eager PyTorch SGD on the reference batches, as
+    measured at export (Core ML: the exported spec in dcx's reference interpreter); verify measures it again and
+    fails when it grew."""
+
+    method: str
+    formulation: str
+    samples_for_accuracy: int
+    steps: int
+    loss_first: list[float]  # [artifact, PyTorch]
+    loss_last: list[float]
+    loss_max_abs_diff: float
+    loss_max_rel_diff: float
+    weight_max_abs_diff: float
+    weight_max_abs_diff_by_param: dict[str, float]
+    accuracy_coreml_formulation: float
+    accuracy_exact: float
+    accuracy_abs_diff: float
+    prediction_agreement: float
+    moved: list[str]  # the trainable parameters the artifact's steps changed
+    alternative_drop_frozen_offset: "TrainingGap | None" = None  # the naive valid formulation, for comparison
+
+
+@dataclass
 class Deviation:
     """Where the artifact differs from the exact PyTorch objective, with its measured effect when measurable."""
 
     description: str
-    measured: dict[str, Any] | None = None
+    measured: TrainingGap | None = None
     parameters: list[str] = field(default_factory=list)  # trainable parameters it concerns (e.g. frozen there)
 
 
@@ -108,6 +171,8 @@ class ReferenceInfo:
     file: str  # relative to the export folder, e.g. "reference/dcccl.train.safetensors"
     sha256: str
     steps: int  # training batches in it (0 for inference programs)
+    tensors: dict[str, str]  # each tensor's name -> ProgramReference.digests(): its dtype, shape and bytes
+    metadata_sha256: str  # of the reference's metadata, as JSON with sorted keys
 
 
 @dataclass
@@ -129,7 +194,7 @@ class ManifestEntry:
     parameters: ParameterCount
     activation_bytes: ActivationBytes
     weights: dict[str, str]  # trainable PyTorch parameter -> its name inside the artifact
-    weight_locations: list[WeightLocation]
+    weight_coverage: WeightCoverage
     provenance: Provenance
     requires: Requirements
     passes: list[PassRecord]

@@ -25,6 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dcx.training import sgd_step
 
+SPREAD_RUNS = 8  # perturbed eager runs behind a training reference's rounding spread
+
 
 @dataclass(frozen=True)
 class SGD:
@@ -106,6 +108,26 @@ class DeviceProgram:
             losses.append(float(loss.detach()))
         return losses, {n: p.detach().clone() for n, p in params.items()}
 
+    def rounding_spread(self, batches: list[tuple[torch.Tensor, ...]], losses: list[float],
+                        final: dict[str, torch.Tensor], runs: int = SPREAD_RUNS) -> tuple[float, float]:
+        """How far float32 rounding alone moves eager PyTorch's training over ``batches``: the largest per-step
+        loss deviation (relative to max(1, |loss|)) and final-weight deviation from the unperturbed run, over
+        ``runs`` runs whose floating-point inputs are moved by one ulp at random (up, down or not; exact zeros
+        kept). Another float32 implementation that sums in another order differs from eager by about this much:
+        where a ReLU's input is decided at the rounding level (a fresh deep network whose activations have
+        decayed towards 1e-10) the mask, and so the gradient, flips between equally valid implementations, and
+        the flips grow with depth and steps. Verify's training tolerances scale with it.
+
+        ``losses`` and ``final``: ``reference_training(batches)``, the unperturbed run."""
+        generator = torch.Generator().manual_seed(0)
+        loss_spread = weight_spread = 0.0
+        for _ in range(runs):
+            perturbed = [tuple(_one_ulp(t, generator) for t in batch) for batch in batches]
+            run_losses, run_final = self.reference_training(perturbed)
+            loss_spread = max(loss_spread, *(abs(a - b) / max(1.0, abs(b)) for a, b in zip(run_losses, losses)))
+            weight_spread = max(weight_spread, *(float((run_final[n] - w).abs().max()) for n, w in final.items()))
+        return loss_spread, weight_spread
+
     def example_batches(self, steps: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
         """Real-data batches when the recipe (or the user) provides them, else the example inputs repeated."""
         if callable(self.batches):
@@ -151,6 +173,14 @@ class DeviceProgram:
     def parameter_count(self) -> dict[str, int]:
         return {"trainable": sum(p.numel() for p in self.trainable.values()),
                 "frozen": sum(t.numel() for t in self.frozen.values())}
+
+
+def _one_ulp(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``t`` with each non-zero floating-point element moved to its neighbour above or below, or kept, at random."""
+    if not t.is_floating_point():
+        return t
+    step = torch.randint(-1, 2, t.shape, generator=generator).to(t.dtype)
+    return torch.where((step == 0) | (t == 0), t, torch.nextafter(t, t + step))
 
 
 class _LiveBytes(TorchDispatchMode):

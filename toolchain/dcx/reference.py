@@ -9,6 +9,7 @@ dataset, no seed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,9 @@ class ProgramReference:
     final: dict[str, np.ndarray] = field(default_factory=dict)  # training: trainable after the steps
     lr: float | None = None
     trainable: list[str] = field(default_factory=list)
+    # training: how far float32 rounding alone moves eager PyTorch's run (DeviceProgram.rounding_spread)
+    loss_spread: float = 0.0
+    weight_spread: float = 0.0
 
     @property
     def steps(self) -> int:
@@ -81,8 +85,19 @@ class ProgramReference:
                 "inputs": json.dumps(self.input_names), "outputs": json.dumps(self.output_names),
                 "trainable": json.dumps(self.trainable)}
         if self.kind == "train":
-            meta.update({"steps": str(self.steps), "lr": repr(self.lr)})
+            meta.update({"steps": str(self.steps), "lr": repr(self.lr), "rounding_spread.loss": repr(self.loss_spread),
+                         "rounding_spread.weights": repr(self.weight_spread)})
         return meta
+
+    def digests(self) -> tuple[dict[str, str], str]:
+        """sha256 of each tensor (its dtype, shape and bytes) and of the metadata: the manifest records them,
+        and verify refuses a reference that no longer matches."""
+        tensors = {}
+        for name, array in self.tensors().items():
+            h = hashlib.sha256(f"{array.dtype.str}{list(array.shape)}".encode())
+            h.update(array.tobytes())
+            tensors[name] = h.hexdigest()
+        return tensors, hashlib.sha256(json.dumps(self.metadata(), sort_keys=True).encode()).hexdigest()
 
     def save(self, path: Path) -> None:
         from safetensors.numpy import save
@@ -118,7 +133,9 @@ class ProgramReference:
                       frozen=group("param/frozen/"), initial=group("param/initial/"), final=group("param/final/"),
                       batches=[group(f"batch/{s}/") for s in range(steps)],
                       losses=tensors.get("loss", np.zeros(0)), lr=float(meta["lr"]) if "lr" in meta else None,
-                      trainable=json.loads(meta.get("trainable", "[]")))
+                      trainable=json.loads(meta.get("trainable", "[]")),
+                      loss_spread=float(meta.get("rounding_spread.loss", "0")),
+                      weight_spread=float(meta.get("rounding_spread.weights", "0")))
         except (KeyError, ValueError) as e:
             raise DcxError(f"{path}: metadata field {e} is missing or malformed: re-export") from None
         missing = [n for n in ref.input_names if n not in ref.inputs] + \
@@ -143,9 +160,11 @@ def build_reference(program: DeviceProgram, steps: int = TRAIN_STEPS, seed: int 
                                 outputs={n: _numpy(o) for n, o in zip(program.output_names, outputs)}, frozen=frozen)
     batches = program.example_batches(steps, seed)
     losses, final = program.reference_training(batches)
+    loss_spread, weight_spread = program.rounding_spread(batches, losses, final)
     return ProgramReference(
         program.name, "train", list(program.input_names), list(program.output_names), inputs, frozen=frozen,
         initial={n: _numpy(p) for n, p in program.trainable.items()},
         batches=[{n: _numpy(t) for n, t in zip(program.input_names, b)} for b in batches],
         losses=np.asarray(losses, dtype=np.float64), final={n: _numpy(w) for n, w in final.items()},
-        lr=program.optimizer.lr, trainable=list(program.trainable))
+        lr=program.optimizer.lr, trainable=list(program.trainable), loss_spread=loss_spread,
+        weight_spread=weight_spread)

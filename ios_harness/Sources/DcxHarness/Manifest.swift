@@ -3,9 +3,9 @@ import Foundation
 import CryptoKit
 #endif
 
-/// The part of `manifest.json` (toolchain/dcx/manifest.py, schema 2) the harness reads; other fields are ignored.
+/// The part of `manifest.json` (toolchain/dcx/manifest.py, schema 3) the harness reads; other fields are ignored.
 public struct Manifest: Decodable {
-    public static let schemaVersion = 2
+    public static let schemaVersion = 3
 
     public let schema: Int
     public let artifacts: [Artifact]

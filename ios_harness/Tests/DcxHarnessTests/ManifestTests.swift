@@ -24,7 +24,7 @@ private let artifactJSON = """
 """
 
 final class ManifestTests: XCTestCase {
-    private func manifest(_ artifacts: String, schema: Int = 2) -> Data {
+    private func manifest(_ artifacts: String, schema: Int = 3) -> Data {
         Data(#"{"schema": \#(schema), "dcx": "0.1.0", "artifacts": [\#(artifacts)], "failures": [], "references": []}"#.utf8)
     }
 
@@ -44,7 +44,7 @@ final class ManifestTests: XCTestCase {
     func testRefusesAnotherSchemaWithTheFix() {
         XCTAssertThrowsError(try Manifest.decode(manifest(artifactJSON, schema: 1), path: "out/manifest.json")) {
             XCTAssertEqual(describe($0), "out/manifest.json: manifest schema 1 was written by another dcx version "
-                           + "(this harness reads 2): re-export with `dcx export --force`")
+                           + "(this harness reads 3): re-export with `dcx export --force`")
         }
         XCTAssertThrowsError(try Manifest.decode(Data("[1]".utf8), path: "m.json")) {
             XCTAssertEqual(describe($0), "m.json does not parse as a JSON object: re-run `dcx export --force`")

@@ -23,7 +23,7 @@ final class StatisticsTests: XCTestCase {
     func testReportEncodesOneLineWithNativeFieldNames() throws {
         var run = RunReport(target: "macos", os: "x", machine: "arm64", export: "/tmp/out", tolerance: Tolerance())
         var r = ArtifactReport(artifact: try Manifest.decode(Data(#"""
-            {"schema": 2, "artifacts": [{"program": "p.infer", "kind": "infer", "format": "coreml", "file": "p.mlpackage",
+            {"schema": 3, "artifacts": [{"program": "p.infer", "kind": "infer", "format": "coreml", "file": "p.mlpackage",
              "optimizer": null, "weights": {}, "deviations": [],
              "reference": {"file": "reference/p.safetensors", "sha256": "", "steps": 0}}]}
             """#.utf8), path: "m").artifacts[0], target: "macos")

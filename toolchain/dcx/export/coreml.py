@@ -319,8 +319,10 @@ class CoreMLExporter:
         ctx = PassContext(program, options, self.format)
         with quiet():
             exported = run_passes([CaptureProgram()], program.module, ctx).run_decompositions({})
+            pipeline = ct.PassPipeline.DEFAULT  # batch norm unfused, as in training: its weights stay PyTorch's
+            pipeline.remove_passes(UNFUSED_PASSES)
             mlmodel = _convert(
-                ct, program, exported, convert_to="mlprogram",
+                ct, program, exported, convert_to="mlprogram", pass_pipeline=pipeline,
                 inputs=[ct.TensorType(n, shape=tuple(t.shape), dtype=t.numpy().dtype)
                         for n, t in zip(program.input_names, program.example_inputs)],
                 outputs=[ct.TensorType(o) for o in program.output_names],

@@ -38,9 +38,11 @@ class OnnxExporter:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 # The TorchScript-based exporter: the dynamo one needs onnxscript, which adds nothing here.
+                # No constant folding: batch norm stays a node of its own, so every weight is stored as PyTorch
+                # has it (verify reads each back); ONNX Runtime folds it when it loads the model.
                 torch.onnx.export(program.module, program.example_inputs, str(path),
                                   input_names=list(program.input_names), output_names=list(program.output_names),
-                                  opset_version=OPSET, dynamo=False)
+                                  opset_version=OPSET, dynamo=False, do_constant_folding=False)
         except Exception as e:
             m = re.search(r"operator '([\w:.]+)'", str(e))
             if m:
@@ -48,7 +50,7 @@ class OnnxExporter:
             raise
         outputs = [TensorSpec.of(n, t) for n, t in zip(program.output_names, program.run(*program.example_inputs))]
         return ArtifactInfo(signatures={"default": Signature(program.input_specs(), outputs)},
-                            passes=[PassRecord("torch_onnx_export", {"opset": OPSET})])
+                            passes=[PassRecord("torch_onnx_export", {"opset": OPSET, "constant_folding": False})])
 
 
 EXPORTER = OnnxExporter()

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from dcx.errors import DcxError, StorageError
 from dcx.export import ExportOptions, get_exporter, resolve_formats
-from dcx.export.weight_locations import locate_weights
+from dcx.export.weight_locations import WeightUse, weight_coverage, weight_use
 from dcx.fileio import check_writable_folder, os_errors, remove, temporary_sibling
 from dcx.manifest import (MANIFEST, MANIFEST_SCHEMA, ActivationBytes, ExportFailure, Flops, Manifest, ManifestEntry,
                           Optimizer, ParameterCount, Provenance, ReferenceInfo, read_manifest, sha256_of, size_of,
@@ -108,6 +108,7 @@ def export_programs(programs: Sequence[DeviceProgram], out: Path, formats: str |
     summary = ExportSummary(out)
     jobs = [(p, f) for p in programs for f in fmts]
     references: dict[str, tuple[ProgramReference, ReferenceInfo]] = {}
+    uses: dict[str, WeightUse] = {}
     for i, (program, fmt) in enumerate(jobs, 1):
         exporter = exporters[fmt]
         label = f"[{i}/{len(jobs)}] {fmt:<10} {program.name:<26}"
@@ -118,6 +119,7 @@ def export_programs(programs: Sequence[DeviceProgram], out: Path, formats: str |
             continue
         if program.name not in references:
             references[program.name] = _write_reference(out, program, ours, reference_seed, reference_steps)
+            uses[program.name] = weight_use(program)
             manifest.references = sorted({*manifest.references, references[program.name][1].file})
             with os_errors(out / MANIFEST):
                 write_manifest(out, manifest)
@@ -138,7 +140,8 @@ def export_programs(programs: Sequence[DeviceProgram], out: Path, formats: str |
             continue
         seconds = time.perf_counter() - start
         summary.seconds_per_format[fmt] = summary.seconds_per_format.get(fmt, 0.0) + seconds
-        entry = _entry(program, fmt, out / name, info, exporter.versions(), seconds, provenance, ref_info, reference)
+        entry = _entry(program, fmt, out / name, info, exporter.versions(), seconds, provenance, ref_info, reference,
+                       uses[program.name])
         manifest.artifacts = [e for e in manifest.artifacts if (e.program, e.format) != (program.name, fmt)]
         manifest.artifacts.append(entry)
         summary.written.append(entry)
@@ -166,11 +169,12 @@ def _write_reference(out: Path, program: DeviceProgram, ours: set[str], seed: in
     rel = reference_file(program.name)
     _write_file(out, rel, ours, reference.save)
     ours.add(rel)
-    return reference, ReferenceInfo(rel, sha256_of(out / rel), reference.steps)
+    return reference, ReferenceInfo(rel, sha256_of(out / rel), reference.steps, *reference.digests())
 
 
 def _entry(program: DeviceProgram, fmt: str, path: Path, info, versions: dict, seconds: float,
-           provenance: Provenance, ref_info: ReferenceInfo, reference: ProgramReference) -> ManifestEntry:
+           provenance: Provenance, ref_info: ReferenceInfo, reference: ProgramReference, use: WeightUse
+           ) -> ManifestEntry:
     flops = program.flops()
     return ManifestEntry(
         program=program.name, recipe=program.recipe, kind=program.kind, format=fmt, file=path.name,
@@ -182,7 +186,7 @@ def _entry(program: DeviceProgram, fmt: str, path: Path, info, versions: dict, s
         optimizer=Optimizer("sgd", program.optimizer.lr) if program.optimizer else None,
         flops=Flops(flops["forward"], flops.get("backward")), parameters=ParameterCount(**program.parameter_count()),
         activation_bytes=ActivationBytes(**program.activation_bytes()), weights=info.weights,
-        weight_locations=locate_weights(path, reference.weights()), provenance=provenance,
+        weight_coverage=weight_coverage(fmt, path, reference.weights(), use), provenance=provenance,
         requires=info.requires, passes=info.passes, deviations=info.deviations, reference=ref_info,
         versions=versions, export_seconds=round(seconds, 3), notes={**program.notes, **info.notes})
 

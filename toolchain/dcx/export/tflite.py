@@ -3,10 +3,12 @@
 The passes (each named, tested):
 
 1. ``capture_core_aten``     PyTorch program -> core-ATen graph (``torch.export`` + decompositions)
-2. ``check_tf_lowerable``    every op has a TF builder, else ``UnsupportedOp`` naming it
-3. ``lower_aten_to_tf``      core ATen -> TF ops, one builder per op (``passes/aten_to_tf.py``),
+2. ``fold_frozen_batch_norm`` frozen convolution + batch norm -> one convolution, folded as XNNPACK folds it
+                             (``passes/fold_frozen_batch_norm.py``), so verify can recompute the stored filter
+3. ``check_tf_lowerable``    every op has a TF builder, else ``UnsupportedOp`` naming it
+4. ``lower_aten_to_tf``      core ATen -> TF ops, one builder per op (``passes/aten_to_tf.py``),
                              with builtin-only gradients (``passes/tf_builtin_gradients.py``)
-4. ``build_tf_signatures``   ``train`` / ``infer`` / ``save`` / ``restore`` (``passes/tf_signatures.py``)
+5. ``build_tf_signatures``   ``train`` / ``infer`` / ``save`` / ``restore`` (``passes/tf_signatures.py``)
 
 Serialization: ``convert_to_tflite`` (SavedModel -> flatbuffer, TFLITE_BUILTINS only, resource
 variables on), then ``check_builtin_ops_only`` rejects any Flex/custom op.
@@ -28,6 +30,7 @@ import torch
 from dcx.errors import DcxError, UnsupportedOp
 from dcx.export import ArtifactInfo, ExportOptions
 from dcx.export.passes import FunctionPass, PassContext, run_passes
+from dcx.export.passes.fold_frozen_batch_norm import fold_frozen_batch_norm
 from dcx.export.passes.graph_capture import capture
 from dcx.manifest import Deviation, Signature
 from dcx.programs import DeviceProgram, TensorSpec
@@ -76,7 +79,9 @@ def _build_tf_signatures(graph, ctx: PassContext):
     return specs
 
 
-PASSES = [FunctionPass("capture_core_aten", _capture_core_aten), FunctionPass("check_tf_lowerable", _check_tf_lowerable),
+PASSES = [FunctionPass("capture_core_aten", _capture_core_aten),
+          FunctionPass("fold_frozen_batch_norm", fold_frozen_batch_norm),
+          FunctionPass("check_tf_lowerable", _check_tf_lowerable),
           FunctionPass("lower_aten_to_tf", _lower_aten_to_tf), FunctionPass("build_tf_signatures", _build_tf_signatures)]
 
 

@@ -1,92 +1,250 @@
-"""Find where an artifact stores each weight verbatim, and check those bytes later.
+"""Which reference weights an artifact stores and where, and checking those bytes at verify.
 
-Most formats keep float32 weights as plain little-endian arrays (the ``.pte``
-constant segment, TFLite buffers, ONNX initializers, Core ML weight fields),
-sometimes in another axis order (TFLite convolution filters are OHWI). At
-export time each reference weight is searched for in the artifact's bytes, in
-the PyTorch order and in the permutations formats use; where it is found, its
-offset is recorded in the manifest. ``dcx verify`` compares those bytes with
-the reference exactly and names the first weight that differs: a few flipped
-bits in a frozen weight are caught even when they move the loss by less than
-any numeric tolerance. Weights a format transforms (folded into another
-layer, packed, quantized) are simply not located, and the numeric checks
-cover them.
+At export, ``weight_coverage`` accounts for every weight of the program's reference:
+
+- **verbatim**: its bytes, in PyTorch's axis order or a permutation of it (TFLite filters are OHWI, XNNPACK
+  depthwise filters IHWO, ...), are exactly one tensor the artifact stores (``dcx.formats.stored``: found
+  through the format's structure, so a match has the tensor's exact length and position; where several stored
+  tensors hold the same values, the one the format names after the weight, else one no other weight took);
+- **folded**: a frozen convolution and the inference-mode batch norm after it, stored as one weight and bias
+  computed by ``torch.nn.utils.fusion.fuse_conv_bn_weights`` (what XNNPACK and the Core ML and ONNX converters
+  compute, and what the TFLite exporter computes before conversion), bit for bit;
+- **unread**: the program's graph never reads it (an inference-mode batch norm's ``num_batches_tracked``, a
+  head the program does not call), so no artifact needs it;
+- **transformed**: read by the program, not stored verbatim, not a known fold: the format's converter folded it
+  into other constants (TFLite moves a layer norm's scale and shift into the next layer and sums the biases of
+  two summed layers). Only the numeric checks see these; verify says how many.
+
+At verify, ``check_weights`` reads every verbatim and folded location back through the artifact's structure
+and compares it byte for byte with the reference (folds recomputed from it): one flipped bit in any stored
+weight, of any size or value, is named.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+import torch
 
-from dcx.manifest import WeightLocation
+from dcx.errors import DcxError
+from dcx.formats.stored import StoredTensor, stored_tensors
+from dcx.manifest import ConvNorm, FoldedBatchNorm, UncheckedWeight, WeightCoverage, WeightLocation
+from dcx.programs import DeviceProgram
 
-MIN_BYTES = 16  # shorter byte strings match by chance too easily to prove anything
-
-LAYOUTS: dict[str, Callable[[np.ndarray], np.ndarray | None]] = {
-    "identity": lambda a: a,
-    "transpose": lambda a: a.T if a.ndim == 2 else None,
-    "ohwi": lambda a: a.transpose(0, 2, 3, 1) if a.ndim == 4 else None,
-    "hwio": lambda a: a.transpose(2, 3, 1, 0) if a.ndim == 4 else None,
-    "ihwo": lambda a: a.transpose(1, 2, 3, 0) if a.ndim == 4 else None,
-}
-
-
-def _files(artifact: Path) -> dict[str, Path]:
-    if artifact.is_dir():
-        return {str(p.relative_to(artifact)): p for p in sorted(artifact.rglob("*")) if p.is_file()}
-    return {"": artifact}
+BATCH_NORMS = ("aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default")
+CONVOLUTIONS = ("aten.conv2d.default", "aten.convolution.default", "aten.conv1d.default")
+# How formats name a PyTorch tensor: Core ML layer fields and ML program constants, ONNX initializers.
+_FIELD_NAMES = {"weights": "weight", "gamma": "weight", "beta": "bias", "mean": "running_mean",
+                "variance": "running_var"}
 
 
-def _as_bytes(weight: np.ndarray, layout: str) -> bytes | None:
-    arranged = LAYOUTS[layout](weight)
-    return None if arranged is None else np.ascontiguousarray(arranged, dtype="<f4").tobytes()
+# ---------------------------------------------------------------- what the program reads
+
+@dataclass(frozen=True)
+class WeightUse:
+    unread: frozenset[str]  # parameters and buffers no node of the program reads
+    conv_norms: tuple[ConvNorm, ...]  # every frozen convolution + batch norm pair (foldable by a converter)
 
 
-def locate_weights(artifact: Path, weights: dict[str, np.ndarray]) -> list[WeightLocation]:
-    """Where each float32 weight of at least ``MIN_BYTES`` lies verbatim in ``artifact`` (a file or a bundle)."""
-    blobs = {rel: path.read_bytes() for rel, path in _files(Path(artifact)).items()}
-    claimed: dict[str, list[tuple[int, int]]] = {rel: [] for rel in blobs}
-    found: list[WeightLocation] = []
-    # largest first: big tensors are unique; small ones then take what is left
-    for name, w in sorted(weights.items(), key=lambda kv: -kv[1].nbytes):
-        if w.dtype != np.float32 or w.nbytes < MIN_BYTES:
+def weight_use(program: DeviceProgram) -> WeightUse:
+    """From the program's captured graph (``torch.export``), the same capture the exporters start from."""
+    from dcx.export.passes.graph_capture import capture
+
+    ep = capture(program)
+    sig = ep.graph_signature
+    names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+    unread = frozenset(names[n.name] for n in ep.graph.nodes if n.op == "placeholder" and n.name in names
+                       and not n.users)
+    return WeightUse(unread, tuple(pair for _, _, pair in conv_norms(ep, set(program.frozen))))
+
+
+def conv_norms(ep: torch.export.ExportedProgram, frozen: set[str]
+               ) -> list[tuple[torch.fx.Node, torch.fx.Node, ConvNorm]]:
+    """(convolution node, batch-norm node, their weights' names) for every convolution whose only user is an
+    inference-mode batch norm, where every weight of both is frozen."""
+    sig = ep.graph_signature
+    names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
+
+    def name(arg) -> str | None:
+        return names.get(arg.name) if isinstance(arg, torch.fx.Node) else None
+
+    found = []
+    for node in ep.graph.nodes:
+        if node.op != "call_function" or str(node.target) not in BATCH_NORMS:
             continue
-        location = _find(name, w, blobs, claimed)
+        legit = str(node.target) == BATCH_NORMS[1]
+        conv = node.args[0]
+        if not legit and node.args[5] or not (isinstance(conv, torch.fx.Node) and str(conv.target) in CONVOLUTIONS
+                                              and len(conv.users) == 1):
+            continue
+        weight, bias, mean, var = (name(a) for a in node.args[1:5])
+        conv_weight = name(conv.args[1])
+        conv_bias = name(conv.args[2]) if len(conv.args) > 2 else None
+        used = [n for n in (conv_weight, conv_bias, weight, bias, mean, var) if n is not None]
+        given = [a for a in (conv.args[1], conv.args[2] if len(conv.args) > 2 else None, *node.args[1:5])
+                 if a is not None]
+        if conv_weight and mean and var and len(used) == len(given) and set(used) <= frozen:
+            eps = node.args[-1] if legit else node.args[7]
+            found.append((conv, node, ConvNorm(conv_weight, conv_bias, weight, bias, mean, var, float(eps))))
+    return found
+
+
+def fold(pair: ConvNorm, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The folded weight and bias, as ``torch.nn.utils.fusion.fuse_conv_bn_weights`` computes them."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    def tensor(name: str | None) -> torch.Tensor | None:
+        return None if name is None else torch.from_numpy(np.ascontiguousarray(weights[name]))
+
+    w, b = fuse_conv_bn_weights(tensor(pair.conv_weight), tensor(pair.conv_bias), tensor(pair.running_mean),
+                                tensor(pair.running_var), pair.eps, tensor(pair.norm_weight), tensor(pair.norm_bias))
+    return w.detach().numpy(), b.detach().numpy()
+
+
+# ---------------------------------------------------------------- export: locate
+
+def layouts(array: np.ndarray) -> dict[str, bytes]:
+    """The array's bytes in every axis order a format may store it in, by layout name ("identity", "1,0", ...)."""
+    out = {}
+    for axes in itertools.permutations(range(array.ndim)):
+        name = "identity" if list(axes) == sorted(axes) else ",".join(map(str, axes))
+        out[name] = np.ascontiguousarray(array.transpose(axes)).tobytes()
+    return out
+
+
+def arranged(array: np.ndarray, layout: str) -> bytes:
+    axes = range(array.ndim) if layout == "identity" else [int(a) for a in layout.split(",")]
+    if sorted(axes) != list(range(array.ndim)):
+        raise DcxError(f"layout {layout!r} does not fit a tensor of shape {list(array.shape)}: re-export")
+    return np.ascontiguousarray(array.transpose(tuple(axes))).tobytes()
+
+
+def _normalised(name: str) -> str:
+    parts = re.split(r"[./]", name.removeprefix("p_"))
+    parts[-1] = _FIELD_NAMES.get(parts[-1], parts[-1])
+    return "_".join(parts).lower()
+
+
+class _Regions:
+    """The artifact's stored tensors with their bytes; each claimed at most once unless no other is left."""
+
+    def __init__(self, artifact: Path, tensors: list[StoredTensor]):
+        self.by_size: dict[int, list[tuple[StoredTensor, bytes]]] = {}
+        for t, data in zip(tensors, read_regions(artifact, tensors)):
+            self.by_size.setdefault(t.nbytes, []).append((t, data))
+        self.claimed: set[str] = set()
+
+    def claim(self, name: str, array: np.ndarray) -> WeightLocation | None:
+        if array.nbytes not in self.by_size:
+            return None
+        candidates = []
+        for layout, data in layouts(array).items():
+            for t, stored in self.by_size.get(len(data), []):
+                if stored == data:
+                    named = t.name is not None and _normalised(t.name) == _normalised(name)
+                    candidates.append((not named, t.region in self.claimed, t, layout))
+        if not candidates:
+            return None
+        _, _, tensor, layout = min(candidates, key=lambda c: (c[0], c[1]))
+        self.claimed.add(tensor.region)
+        return WeightLocation(name, tensor.region, tensor.nbytes, layout)
+
+
+def weight_coverage(fmt: str, artifact: Path, weights: dict[str, np.ndarray], use: WeightUse) -> WeightCoverage:
+    """Account for every weight of ``weights`` (the reference's) in ``artifact``; see the module docstring."""
+    regions = _Regions(Path(artifact), stored_tensors(fmt, Path(artifact)))
+    verbatim, folded, unchecked = [], [], []
+    read = {n: w for n, w in weights.items() if n not in use.unread}  # an unread weight has nothing to match
+    for name, w in sorted(read.items(), key=lambda kv: -kv[1].nbytes):  # large tensors are unambiguous
+        location = regions.claim(name, w)
         if location is not None:
-            found.append(location)
-    return sorted(found, key=lambda loc: (loc.file, loc.offset))
+            verbatim.append(location)
+    located = {loc.name for loc in verbatim}
+    for pair in use.conv_norms:
+        w, b = fold(pair, weights)
+        weight = regions.claim(f"folded {pair.conv_weight}", w)
+        bias = regions.claim(f"folded bias of {pair.conv_weight}", b) if weight else None
+        if weight and bias:
+            folded.append(FoldedBatchNorm(pair, weight, bias))
+    covered = located | {n for f in folded for n in folded_inputs(f)}
+    for name in sorted(set(weights) - covered):
+        unchecked.append(UncheckedWeight(name, "unread" if name in use.unread else "transformed"))
+    return WeightCoverage(sorted(verbatim, key=lambda loc: loc.name), folded, unchecked)
 
 
-def _find(name: str, w: np.ndarray, blobs: dict[str, bytes],
-          claimed: dict[str, list[tuple[int, int]]]) -> WeightLocation | None:
-    for layout in LAYOUTS:
-        needle = _as_bytes(w, layout)
-        if needle is None:
-            continue
-        for rel, blob in blobs.items():
-            start = blob.find(needle)
-            while start >= 0:
-                end = start + len(needle)
-                if not any(s < end and start < e for s, e in claimed[rel]):
-                    claimed[rel].append((start, end))
-                    return WeightLocation(name, rel, start, len(needle), layout)
-                start = blob.find(needle, start + 1)
-    return None
+def folded_inputs(f: FoldedBatchNorm) -> list[str]:
+    p = f.pair
+    return [n for n in (p.conv_weight, p.conv_bias, p.norm_weight, p.norm_bias, p.running_mean, p.running_var) if n]
 
 
-def first_weight_mismatch(artifact: Path, locations: list[WeightLocation],
-                          weights: dict[str, np.ndarray]) -> str | None:
-    """The first located weight whose stored bytes differ from ``weights`` (None: all equal)."""
-    files = _files(Path(artifact))
-    blobs: dict[str, bytes] = {}
-    for loc in locations:
+def read_regions(artifact: Path, tensors: list[StoredTensor]) -> list[bytes]:
+    """Each stored tensor's bytes, reading each file of the artifact once."""
+    files: dict[str, bytes] = {}
+    out = []
+    for t in tensors:
+        if t.file not in files:
+            path = Path(artifact) / t.file if t.file else Path(artifact)
+            files[t.file] = path.read_bytes()
+        out.append(files[t.file][t.offset : t.offset + t.nbytes])
+    return out
+
+
+# ---------------------------------------------------------------- verify: check
+
+@dataclass
+class WeightCheck:
+    problems: list[str]  # one line each: which weight differs, or which location is gone
+    checked: int  # reference weights whose bytes (or fold) were compared
+    total: int  # reference weights
+    checked_bytes: int
+    total_bytes: int
+    unread: list[str]
+    transformed: list[str]
+
+
+def check_weights(fmt: str, artifact: Path, coverage: WeightCoverage, weights: dict[str, np.ndarray]
+                  ) -> WeightCheck:
+    """Read every located weight back through the artifact's structure; compare with ``weights`` (the reference)
+    byte for byte, folds recomputed from it."""
+    tensors = {t.region: t for t in stored_tensors(fmt, Path(artifact))}
+    expected: list[tuple[WeightLocation, bytes]] = []
+    problems = []
+    for loc in coverage.verbatim:
         if loc.name not in weights:
-            return f"{loc.name} (in the manifest, not in the reference)"
-        if loc.file not in files:
-            return f"{loc.name} (its file {loc.file!r} is missing from the bundle)"
-        blob = blobs.setdefault(loc.file, files[loc.file].read_bytes())
-        if blob[loc.offset : loc.offset + loc.nbytes] != _as_bytes(weights[loc.name], loc.layout):
-            return loc.name
-    return None
+            problems.append(f"{loc.name} is in the manifest's weight coverage but not in the reference")
+        else:
+            expected.append((loc, arranged(weights[loc.name], loc.layout)))
+    for f in coverage.folded:
+        missing = [n for n in folded_inputs(f) if n not in weights]
+        if missing:
+            problems.append(f"fold of {f.pair.conv_weight} reads {missing[0]}, which the reference lacks")
+            continue
+        w, b = fold(f.pair, weights)
+        expected += [(f.weight, arranged(w, f.weight.layout)), (f.bias, arranged(b, f.bias.layout))]
+    present = [(loc, data) for loc, data in expected if loc.region in tensors]
+    problems += [f"manifest.json weight_coverage: {loc.name} lies in {fmt} {loc.region}, which "
+                 f"{Path(artifact).name} does not have: re-export" for loc, _ in expected if loc.region not in tensors]
+    stored = read_regions(Path(artifact), [tensors[loc.region] for loc, _ in present])
+    for (loc, data), got in zip(present, stored):
+        if got != data:
+            problems.append(f"{loc.name} ({fmt} {loc.region}, layout {loc.layout}) differs from the reference"
+                            f"{_first_difference(got, data)}")
+    accounted = {loc.name for loc in coverage.verbatim} | {n for f in coverage.folded for n in folded_inputs(f)}
+    unread = sorted(u.name for u in coverage.unchecked if u.reason == "unread")
+    transformed = sorted(u.name for u in coverage.unchecked if u.reason == "transformed")
+    unaccounted = sorted(set(weights) - accounted - set(unread) - set(transformed))
+    problems += [f"{n}: the manifest does not say where it is stored or why it is not" for n in unaccounted]
+    checked = sorted(set(weights) & accounted)
+    return WeightCheck(problems, len(checked), len(weights), sum(weights[n].nbytes for n in checked),
+                       sum(w.nbytes for w in weights.values()), unread, transformed)
+
+
+def _first_difference(got: bytes, want: bytes) -> str:
+    if len(got) != len(want):
+        return f" ({len(got)} bytes stored, {len(want)} expected)"
+    at = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
+    return f" (first at byte {at} of {len(want)})"

@@ -62,3 +62,30 @@ def check_builtin_ops_only(model: bytes, where: str | Path = "model") -> None:
         raise DcxError(f"{where}: the TFLite graph uses non-builtin ops {', '.join(bad)}, which ai-edge-litert "
                        "and lean apps cannot run (no Flex delegate); give those ops builtin lowerings or "
                        "builtin-only gradients in toolchain/dcx/export/passes/")
+
+
+def stored_tensors(path: Path) -> list["StoredTensor"]:
+    """Every non-empty buffer of the model, named after the first tensor that reads it."""
+    from dcx.formats.stored import StoredTensor
+
+    data = Path(path).read_bytes()
+    m = schema.Model.GetRootAs(data, 0)
+    names: dict[int, str] = {}
+    for s in range(m.SubgraphsLength()):
+        sg = m.Subgraphs(s)
+        for t in range(sg.TensorsLength()):
+            tensor = sg.Tensors(t)
+            names.setdefault(tensor.Buffer(), (tensor.Name() or b"").decode())
+    found = []
+    for b in range(m.BuffersLength()):
+        buffer = m.Buffers(b)
+        if buffer.Size() > 0:  # stored after the flatbuffer, at an absolute offset
+            start, length = buffer.Offset(), buffer.Size()
+        else:
+            field = buffer._tab.Offset(4)  # the `data` vector (flatbuffers has no public accessor for its position)
+            if not field:
+                continue
+            start, length = buffer._tab.Vector(field), buffer._tab.VectorLen(field)
+        if length:
+            found.append(StoredTensor(f"buffer {b}", "", start, length, names.get(b)))
+    return found

@@ -9,7 +9,6 @@ at export time and in verify.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 
 from dcx.errors import DcxError
 from dcx.formats.coreml import gradient_matching_target, load_spec, metadata
-from dcx.manifest import ManifestEntry
+from dcx.manifest import ManifestEntry, TrainingGap
 
 
 class ReferenceSession:
@@ -133,12 +132,8 @@ class ReferenceSession:
         return float((p == y).mean()), p
 
 
-def _sig(x: float) -> float:
-    return float(f"{x:.3g}") if x and math.isfinite(x) else float(x)
-
-
 def measure_deviation(input_names: list[str], trainable: dict[str, list[int]], spec, weights: dict[str, str],
-                      reference, alternative: tuple[object, dict[str, str]] | None = None) -> dict:
+                      reference, alternative: tuple[object, dict[str, str]] | None = None) -> TrainingGap:
     """How far the artifact's Core ML formulation trains from the exact PyTorch objective.
 
     Runs the artifact's spec in the reference interpreter, driven as the app drives Core ML, on the
@@ -150,7 +145,7 @@ def measure_deviation(input_names: list[str], trainable: dict[str, list[int]], s
     ref_losses = [float(v) for v in reference.losses]
     ref_weights = reference.final
 
-    def run(spec_, weights_) -> dict:
+    def run(spec_, weights_) -> TrainingGap:
         session = ReferenceSession(spec_, input_names, weights_, trainable)
         losses = [session.train_step(*b) for b in batches]
         got = session.get_weights()
@@ -160,24 +155,20 @@ def measure_deviation(input_names: list[str], trainable: dict[str, list[int]], s
         ref_session.set_weights({n: w for n, w in ref_weights.items() if n in weights_})
         ref_acc, ref_pred = ref_session.accuracy(batches)
         loss_abs = [abs(a - b) for a, b in zip(losses, ref_losses)]
-        return {
-            "steps": len(losses),
-            "loss_first": [_sig(losses[0]), _sig(ref_losses[0])],
-            "loss_last": [_sig(losses[-1]), _sig(ref_losses[-1])],
-            "loss_max_abs_diff": _sig(max(loss_abs)),
-            "loss_max_rel_diff": _sig(max(d / max(1.0, abs(r)) for d, r in zip(loss_abs, ref_losses))),
-            "weight_max_abs_diff": _sig(max(per_param.values())),
-            "weight_max_abs_diff_by_param": {n: _sig(v) for n, v in per_param.items()},
-            "accuracy_coreml_formulation": round(acc, 4),
-            "accuracy_exact": round(ref_acc, 4),
-            "accuracy_abs_diff": round(abs(acc - ref_acc), 4),
-            "prediction_agreement": round(float((pred == ref_pred).mean()), 4),
-        }
+        return TrainingGap(
+            method=("reference interpreter of the exported spec, driven per sample as the app drives Core ML, "
+                    "vs eager PyTorch SGD on the reference batches"),
+            formulation=metadata(spec_).get("dcx.formulation", ""),
+            samples_for_accuracy=int(sum(len(b[0]) for b in batches)), steps=len(losses),
+            loss_first=[losses[0], ref_losses[0]], loss_last=[losses[-1], ref_losses[-1]],
+            loss_max_abs_diff=max(loss_abs),
+            loss_max_rel_diff=max(d / max(1.0, abs(r)) for d, r in zip(loss_abs, ref_losses)),
+            weight_max_abs_diff=max(per_param.values()), weight_max_abs_diff_by_param=per_param,
+            accuracy_coreml_formulation=acc, accuracy_exact=ref_acc, accuracy_abs_diff=abs(acc - ref_acc),
+            prediction_agreement=float((pred == ref_pred).mean()),
+            moved=sorted(n for n, w in got.items() if not np.array_equal(w, reference.initial[n])))
 
-    result = {"method": ("reference interpreter of the exported spec, driven per sample as the app drives Core ML, "
-                         "vs eager PyTorch SGD on the reference batches"),
-              "formulation": metadata(spec).get("dcx.formulation", ""),
-              "samples_for_accuracy": int(sum(len(b[0]) for b in batches)), **run(spec, weights)}
+    gap = run(spec, weights)
     if alternative is not None:
-        result["alternative_drop_frozen_offset"] = run(*alternative)
-    return result
+        gap.alternative_drop_frozen_offset = run(*alternative)
+    return gap
