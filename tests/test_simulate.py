@@ -1,10 +1,12 @@
 """dcx simulate: the three methods as systems of cloud and device roles, on real data, with real runtimes.
 
 Every run is a --quick one with few devices. The tests check what crosses the
-wire (no raw sample up, bytes equal to the serialized payloads), that the
-device steps in ExecuTorch agree with the eager reference, each claim's
-direction, the fault paths, the two engines agreeing, Ctrl-C, and the
-one-line errors.
+wire (no raw sample up; bytes equal to the safetensors layout of the tensors,
+computed here from the parameters' shapes; Flower's messages measured and
+larger by a bounded envelope), that the device steps in ExecuTorch agree with
+the eager reference, each claim's direction, the fault paths and the deadline
+(a device past it is left out of the aggregate), the two engines agreeing,
+Ctrl-C, the stamp, and the one-line errors.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import pytest
 
 from dcx.errors import DcxError
 from dcx.simulate import simulate
-from dcx.simulate.faults import LATE, REPORTED, VANISHED, FaultPlan
+from dcx.simulate.clock import Clock
+from dcx.simulate.faults import LATE, NORMAL_SPEED, REPORTED, SLOW_SPEED, VANISHED, FaultPlan
 from dcx.simulate.messages import Message
 
 QUIET = {"progress": lambda s: None}
@@ -99,17 +102,60 @@ def test_nothing_goes_up_in_iciia(iciia_run):
     assert later and all(not m.arrays for m in later)
 
 
-@pytest.mark.parametrize("which", ["dcccl", "iciia", "coda"])
-def test_bytes_counted_are_the_serialized_payloads(which, dcccl_runs, iciia_run, coda_run):
-    doc, wire = {"dcccl": dcccl_runs[0], "iciia": iciia_run, "coda": coda_run}[which]
+def safetensors_size(tensors: dict[str, tuple[str, tuple[int, ...], int]], metadata: dict[str, str]) -> int:
+    """The size of a safetensors file, from its format's spec: an 8-byte length, the JSON header (each tensor's
+    dtype, shape and data offsets, packed in name order within one dtype) padded to 8 bytes, then the data."""
+    header, offset = ({"__metadata__": metadata} if metadata else {}), 0
+    for name in sorted(tensors):
+        dtype, shape, nbytes = tensors[name]
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    text = json.dumps(header, separators=(",", ":"))
+    return 8 + -(-len(text.encode()) // 8) * 8 + offset
+
+
+def dcx_metadata(kind: str, metrics: dict[str, float]) -> dict[str, str]:
+    """A dcx message's kind and metrics, as its protocol puts them in the safetensors metadata."""
+    return {"dcx.kind": kind, "dcx.metrics": json.dumps(metrics)}
+
+
+def test_bytes_are_the_safetensors_layout_of_the_parameters(dcccl_runs, iciia_run, coda_run):
+    """Each counted size, computed here from the model's parameter shapes (4 bytes per float32 parameter) and the
+    safetensors spec, not from the code's own count: DC-CCL's S_k up and S down, ICIIA's control message, CoDA's
+    query."""
+    from dcx.recipes import get_recipe
+    from dcx.recipes.dcccl import make_small
+
+    (doc, wire), _, _ = dcccl_runs
+    cfg = get_recipe("dcccl", quick=True, num_devices=doc["devices"]).cfg
+    shapes = {name: tuple(p.shape) for name, p in make_small(cfg, 0).named_parameters()}
+    floats = sum(int(np.prod(shape)) for shape in shapes.values())
+    assert floats > 5_000  # S's trainable parameters: what goes each way, 4 bytes each
+
+    def s_message(prefix: str, kind: str, metrics: dict[str, float]) -> int:
+        size = safetensors_size({prefix + n: ("F32", shape, 4 * int(np.prod(shape))) for n, shape in shapes.items()},
+                                dcx_metadata(kind, metrics))
+        assert 4 * floats < size < 4 * floats + 2_000
+        return size
+
     for record in doc["rounds"]:
         for row in record["devices"]:
-            for direction in ("down", "up"):
-                sent = wire.messages[(direction, record["round"], row["device"])]
-                assert row[f"bytes_{direction}"] == sum(len(m.encode()) for m in sent)
-        assert record["bytes_down"] == sum(r["bytes_down"] for r in record["devices"])
+            (up,) = wire.messages[("up", record["round"], row["device"])]
+            assert row["bytes_up"] == s_message("S_k.", "update", up.metrics)
+            if record["round"] > 1:  # after the program went down, only S does
+                assert row["bytes_down"] == s_message("S.", "train", {"round": float(record["round"])})
         assert record["bytes_up"] == sum(r["bytes_up"] for r in record["devices"])
-    assert doc["summary"]["bytes_down_total"] == sum(r["bytes_down"] for r in doc["rounds"])
+        assert record["bytes_down"] == sum(r["bytes_down"] for r in record["devices"])
+    assert doc["summary"]["bytes_up_total"] == sum(r["bytes_up"] for r in doc["rounds"])
+
+    doc, _ = iciia_run
+    control = {r: safetensors_size({}, dcx_metadata("stream", {"round": float(r)})) for r in range(2, 10)}
+    assert all(row["bytes_down"] == control[record["round"]] for record in doc["rounds"][1:]
+               for row in record["devices"])
+
+    doc, _ = coda_run
+    query = safetensors_size({"query": ("F32", (32,), 32 * 4)}, dcx_metadata("query", {}))
+    assert [row["bytes_up"] for row in doc["rounds"][0]["devices"]] == [query] * doc["devices"]
 
 
 def test_messages_round_trip_exactly():
@@ -190,43 +236,122 @@ def test_coda_cloud_samples_counter_on_device_overfitting(coda_run):
 
 def test_fault_plan_is_seeded_and_honours_its_rates():
     plan = FaultPlan(dropout=0.3, stragglers=0.2, seed=7)
-    fates = [plan.fate(r, 0, k) for r in range(1, 21) for k in range(100)]
-    assert fates == [FaultPlan(0.3, 0.2, 7).fate(r, 0, k) for r in range(1, 21) for k in range(100)]
-    share = {f: fates.count(f) / len(fates) for f in (REPORTED, VANISHED, LATE)}
-    assert abs(share[VANISHED] - 0.3) < 0.03 and abs(share[LATE] - 0.7 * 0.2) < 0.03
+    vanished = [plan.vanishes(r, 0, k) for r in range(1, 21) for k in range(100)]
+    assert vanished == [FaultPlan(0.3, 0.2, 7).vanishes(r, 0, k) for r in range(1, 21) for k in range(100)]
+    assert abs(np.mean(vanished) - 0.3) < 0.03
+    speeds = np.array([plan.speed(k) for k in range(2000)])
+    slow = speeds <= SLOW_SPEED[1]
+    assert abs(slow.mean() - 0.2) < 0.03
+    assert np.all(speeds[slow] >= SLOW_SPEED[0])
+    assert np.all((speeds[~slow] >= NORMAL_SPEED[0]) & (speeds[~slow] <= NORMAL_SPEED[1]))
+    assert not any(FaultPlan(seed=7).vanishes(1, 0, k) for k in range(100))
+    assert all(FaultPlan(seed=7).speed(k) >= NORMAL_SPEED[0] for k in range(100))  # no slow device by default
+
+
+def test_the_clock_holds_each_device_to_the_deadline():
+    """Device 0 does 50 steps of 10 ms, device 1 150: at nominal speed 0.5 s and 1.5 s."""
+    steps, nominal = {0: {"p": 50}, 1: {"p": 150}}, {0: 1.0, 1: 1.0}
+    fixed = Clock({"p": 0.01}, deadline=1.0).close(steps, nominal, vanished=False)
+    assert fixed.late == {1} and fixed.finished == pytest.approx({0: 0.5, 1: 1.5}) and fixed.duration == 1.0
+    default = Clock({"p": 0.01}).close(steps, nominal, vanished=False)  # twice the longest nominal work: 3 s
+    assert not default.late and default.deadline == pytest.approx(3.0) and default.duration == pytest.approx(1.5)
+    slow = Clock({"p": 0.01}).close(steps, {0: 1 / 8, 1: 1.0}, vanished=False)  # 0.5 s of work at 1/8 speed: 4 s
+    assert slow.late == {0} and slow.duration == pytest.approx(3.0)
+    waited = Clock({"p": 0.01}).close(steps, nominal, vanished=True)  # a device that never replies: wait it out
+    assert waited.duration == pytest.approx(3.0) and not waited.late
+
+
+FAULTY = dict(devices=6, rounds=2, runtime="torch", dropout=0.3, stragglers=0.45, baselines=False)
 
 
 @pytest.fixture(scope="module")
 def faulty_runs(tmp_path_factory):
     """The same faulty DC-CCL run on both engines (eager device steps: the engines are under test)."""
     folder = tmp_path_factory.mktemp("engines")
-    kwargs = dict(devices=6, rounds=2, runtime="torch", dropout=0.3, stragglers=0.45, baselines=False)
-    local = run("dcccl", folder / "local", engine="local", **kwargs)
-    flower = run("dcccl", folder / "flower", engine="flower", workers=2, **kwargs)
+    local = run("dcccl", folder / "local", engine="local", **FAULTY)
+    flower = run("dcccl", folder / "flower", engine="flower", workers=2, **FAULTY)
     return local, flower
 
 
 def test_rounds_complete_with_the_devices_that_reported(faulty_runs):
     (doc, wire), _ = faulty_runs
-    plan = FaultPlan(0.3, 0.45, doc["seed"])
+    plan = FaultPlan(FAULTY["dropout"], FAULTY["stragglers"], doc["seed"])
+    step = doc["step_seconds"]["dcccl.train"]
     statuses = [row["status"] for r in doc["rounds"] for row in r["devices"]]
-    assert VANISHED in statuses and LATE in statuses  # this seed exercises both paths
+    assert VANISHED in statuses and LATE in statuses and REPORTED in statuses  # this seed exercises every path
     for record in doc["rounds"]:
         for row in record["devices"]:
-            assert row["status"] == plan.fate(record["round"], 0, row["device"])
+            assert (row["status"] == VANISHED) == plan.vanishes(record["round"], 0, row["device"])
             assert (row["bytes_up"] > 0) == (row["status"] != VANISHED)  # late replies arrive and are counted
+            if row["status"] != VANISHED:  # its steps at the measured step time, over its speed, against the deadline
+                assert row["virtual_s"] == pytest.approx(row["steps"] * step / plan.speed(row["device"]), rel=1e-4)
+                assert (row["status"] == LATE) == (row["virtual_s"] > record["deadline_s"])
         assert record["devices_reported"] == sum(row["status"] == REPORTED for row in record["devices"])
         assert record["devices_vanished"] + record["devices_late"] + record["devices_reported"] == 6
+        assert record["virtual_s"] == record["deadline_s"] > 0  # someone vanished or was late: the cloud waited
     assert doc["complete"] and len(doc["rounds"]) == 2
+
+
+def test_a_device_past_the_deadline_is_left_out_of_the_aggregate(faulty_runs):
+    """The S sent down in round 2 is the FedAvg of the round-1 S_k that made the deadline, and not of all."""
+    (doc, wire), _ = faulty_runs
+    first = doc["rounds"][0]["devices"]
+    on_time = [row["device"] for row in first if row["status"] == REPORTED]
+    late = [row["device"] for row in first if row["status"] == LATE]
+    assert on_time and late
+
+    def fedavg(devices: list[int]) -> dict[str, np.ndarray]:
+        ups = [wire.messages[("up", 1, k)][0] for k in devices]
+        weights = np.array([m.metrics["samples"] for m in ups]) / sum(m.metrics["samples"] for m in ups)
+        return {name[len("S_k."):]: sum(w * m.arrays[name] for w, m in zip(weights, ups)) for name in ups[0].arrays}
+
+    (down,) = wire.messages[("down", 2, on_time[0])]
+    sent = down.with_prefix("S.")
+    expected, with_late = fedavg(on_time), fedavg(on_time + late)
+    assert all(np.allclose(sent[n], expected[n], atol=1e-6) for n in expected)
+    assert not all(np.allclose(sent[n], with_late[n], atol=1e-6) for n in expected)
+
+
+def normalized(doc: dict) -> list[dict]:
+    """A run's rounds without what is timed (wall clock, the step time measured in that run) or measured only on
+    Flower."""
+    timed = {"seconds", "virtual_s", "deadline_s", "flower_bytes_down", "flower_bytes_up"}
+    return [{**{k: v for k, v in r.items() if k not in timed | {"devices"}},
+             "devices": [{k: v for k, v in row.items() if k not in timed} for row in r["devices"]]}
+            for r in doc["rounds"]]
 
 
 def test_local_and_flower_engines_agree_at_the_same_seed(faulty_runs):
     (local, _), (flower, _) = faulty_runs
     assert flower["engine"] == "flower"
-    assert flower["summary"] == local["summary"]
-    strip = lambda doc: [{k: v for k, v in r.items() if k != "seconds"} for r in doc["rounds"]]  # noqa: E731
-    assert strip(flower) == strip(local)
+    assert normalized(flower) == normalized(local)
+    timed = ("virtual_s_total", "flower_bytes_down_total", "flower_bytes_up_total")
+    assert {k: v for k, v in flower["summary"].items() if k not in timed} == \
+        {k: v for k, v in local["summary"].items() if k not in timed}
     assert not subprocess.run(["pgrep", "-f", "raylet"], capture_output=True).stdout  # Ray did not outlive the run
+
+
+def test_flower_messages_are_measured_and_larger_by_their_envelope(faulty_runs):
+    """What crossed between ServerApp and ClientApp, as Flower serializes it, is the dcx payload plus Flower's
+    envelope: metadata, record and array names, SHA-256 object ids, a .npy header per array. Bounded here
+    independently: at most 2 KB per message and 700 bytes plus the name per array."""
+    (doc, _), (flower, wire) = faulty_runs
+    assert "flower_bytes_down" not in doc["rounds"][0] and "flower_bytes_down_total" not in doc["summary"]
+
+    def envelope_bound(messages: list[Message]) -> int:
+        return sum(2_000 + sum(700 + len(name) for name in m.arrays) for m in messages)
+
+    for record in flower["rounds"]:
+        for row in record["devices"]:
+            down = wire.messages[("down", record["round"], row["device"])]
+            assert 0 < row["flower_bytes_down"] - row["bytes_down"] <= envelope_bound(down)
+            if row["status"] == VANISHED:
+                assert row["flower_bytes_up"] == 0  # its error reply stands for silence and is not counted
+            else:
+                up = wire.messages[("up", record["round"], row["device"])]
+                assert 0 < row["flower_bytes_up"] - row["bytes_up"] <= envelope_bound(up)
+        assert record["flower_bytes_down"] == sum(r["flower_bytes_down"] for r in record["devices"])
+    assert flower["summary"]["flower_bytes_up_total"] == sum(r["flower_bytes_up"] for r in flower["rounds"])
 
 
 def test_interrupt_after_round_one_keeps_it_on_disk(tmp_path):
@@ -272,11 +397,18 @@ def test_ctrl_c_on_the_command_line_keeps_finished_rounds(tmp_path):
 # ---------------------------------------------------------------- the report
 
 def test_out_holds_the_json_table_and_plots(dcccl_runs, tmp_path):
+    from dcx.stamp import read_stamp
+
     (doc, _), _, folder = dcccl_runs
     out = folder / "out"
-    assert json.loads((out / "dcccl.json").read_text())["summary"] == doc["summary"]
+    written = json.loads((out / "dcccl.json").read_text())
+    assert written["summary"] == doc["summary"]
     table = (out / "dcccl.md").read_text()
     assert "acc_dcccl" in table and f"{doc['rounds'][-1]['bytes_up']:,}" in table
+    assert "missed deadline" in table and "virtual round s" in table
+    stamp = written["stamp"]  # what measured it: the checkout, the machine, one thread
+    assert read_stamp(table) == (stamp["commit"], stamp["dirty"]) and stamp["threads"] == 1
+    assert len(stamp["commit"]) == 40 and stamp["versions"]["torch"]
     for name in ("dcccl_metric.png", "dcccl_bytes.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -285,6 +417,7 @@ def test_out_holds_the_json_table_and_plots(dcccl_runs, tmp_path):
 
     results = write_results([doc], out, "dcx simulate all")
     assert "acc_dcccl" in results.read_text() and "dcccl_metric.png" in results.read_text()
+    assert read_stamp(results.read_text()) == (stamp["commit"], stamp["dirty"])
     root = tmp_path / "repo"  # `dcx readme` copies the results into the README's simulate section
     (root / "benchmarks" / "simulate").mkdir(parents=True)
     (root / "benchmarks" / "simulate" / "README.md").write_text(results.read_text())
@@ -325,6 +458,9 @@ def test_device_samples_are_the_recipes(dcccl_runs):
     (dict(method="dcccl", engine="spark"), "--engine spark"),
     (dict(method="dcccl", runtime="coreml"), "--device-runtime coreml"),
     (dict(method="dcccl", dropout=1.0), "--dropout 1.0"),
+    (dict(method="dcccl", stragglers=1.5), "--stragglers 1.5"),
+    (dict(method="dcccl", deadline=0.0), "--deadline 0.0"),
+    (dict(method="dcccl", deadline=float("nan")), "--deadline nan"),
     (dict(method="dcccl", rounds=0), "--rounds 0"),
     (dict(method="dcccl", checkpoint="/nonexistent/ckpt"), "/nonexistent/ckpt"),
 ])

@@ -5,9 +5,10 @@ A cloud role and a device role per method (``dcccl.py``, ``iciia.py``,
 is counted per device, per direction and per round; devices run the exported
 artifacts through the host runtimes (``programs.py``); an engine moves the
 messages, in process or on Flower's simulation engine (``engines/``); a seeded
-plan makes devices vanish or straggle (``faults.py``); ``report.py`` writes
-tables, plots and the README section; ``command.py`` is the CLI shell and
-``bench.py`` the engines' benchmark.
+plan makes devices vanish or slow (``faults.py``), and a virtual clock of
+measured step times holds each exchange to a deadline (``clock.py``);
+``report.py`` writes tables, plots and the README section; ``command.py`` is
+the CLI shell and ``bench.py`` the engines' benchmark.
 """
 
 from __future__ import annotations

@@ -20,7 +20,10 @@ from dcx.errors import DcxError
 @click.option("--dropout", type=float, default=0.0, show_default=True,
               help="probability that a device vanishes mid-round")
 @click.option("--stragglers", type=float, default=0.0, show_default=True,
-              help="probability that a device replies after the deadline (ignored, counted)")
+              help="share of slow devices (4-8x slower than the nominal phone on the virtual clock)")
+@click.option("--deadline", type=float,
+              help="seconds the cloud waits per exchange on the virtual clock; a later reply is not aggregated "
+                   "(default: 2x the longest device work at the nominal phone's measured step time)")
 @click.option("--quick", is_flag=True, help="CI-sized cloud phase, devices and rounds")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--checkpoint", type=click.Path(), help="the cloud phase from `dcx train` (default: train it now)")
@@ -29,8 +32,8 @@ from dcx.errors import DcxError
 @click.option("--out", type=click.Path(file_okay=False), help="also write <method>.json, <method>.md and the plots here")
 @click.option("--force", is_flag=True, help="write into a non-empty --out (only dcx's own files are replaced)")
 def simulate_cmd(method: str, devices: int | None, rounds: int | None, runtime: str, engine: str, dropout: float,
-                 stragglers: float, quick: bool, seed: int, checkpoint: str | None, json_path: str | None,
-                 out: str | None, force: bool) -> None:
+                 stragglers: float, deadline: float | None, quick: bool, seed: int, checkpoint: str | None,
+                 json_path: str | None, out: str | None, force: bool) -> None:
     """Run METHOD's cloud and device roles with typed messages, bytes counted per device, direction and round.
 
     `all` runs the three methods one after another (their defaults); with --out it also writes OUT/README.md,
@@ -48,7 +51,8 @@ def simulate_cmd(method: str, devices: int | None, rounds: int | None, runtime: 
     for i, name in enumerate(names):
         docs.append(simulate(
             name, devices=devices, rounds=rounds, runtime=runtime, engine=engine, dropout=dropout,
-            stragglers=stragglers, quick=quick, seed=seed, checkpoint=Path(checkpoint) if checkpoint else None,
+            stragglers=stragglers, deadline=deadline, quick=quick, seed=seed,
+            checkpoint=Path(checkpoint) if checkpoint else None,
             json_path=Path(json_path) if json_path and len(names) == 1 else None,
             out=Path(out) if out else None, force=force or i > 0, progress=lambda s: click.echo(s, err=True)))
         for key, value in docs[-1]["summary"].items():
@@ -62,9 +66,9 @@ def simulate_cmd(method: str, devices: int | None, rounds: int | None, runtime: 
         from dcx.simulate.report import write_results
 
         options = {"--device-runtime": runtime, "--engine": engine, "--dropout": dropout, "--stragglers": stragglers,
-                   "--seed": seed}
+                   "--deadline": deadline, "--seed": seed}
         defaults = {"--device-runtime": "executorch", "--engine": "local", "--dropout": 0.0, "--stragglers": 0.0,
-                    "--seed": 0}
+                    "--deadline": None, "--seed": 0}
         command = " ".join(["dcx simulate all", *(f"{k} {shlex.quote(str(v))}" for k, v in options.items()
                                                   if v != defaults[k]), *(["--quick"] if quick else []),
                             f"--out {shlex.quote(out)}", *(["--force"] if force else [])])

@@ -28,7 +28,6 @@ from dcx.errors import DcxError
 from dcx.models.convnet import SummedLogits
 from dcx.recipes.dcccl import (DCCCLConfig, Scenario, device_update, fedavg, make_scenario, make_small,
                                make_submodels, model_input, served_accuracy, train_cloud)
-from dcx.simulate.faults import REPORTED
 from dcx.simulate.messages import Message, Reply
 from dcx.simulate.methods import Method, Setup
 from dcx.simulate.programs import install, load
@@ -134,8 +133,8 @@ class Cloud:
 
 def baselines(setup: Setup) -> dict[str, float]:
     """Cloud-only ``L + S``; device-only S (from scratch, the device's samples alone); FedAvg of S trained
-    without the mimic over the same rounds and the same reporting devices (uncontrolled); and the upper bound,
-    ``L + S`` trained centrally on every raw sample. The recipe's own functions, in eager PyTorch."""
+    without the mimic over the rounds that ran, with the devices that reported in each (uncontrolled); and the
+    upper bound, ``L + S`` trained centrally on every raw sample. The recipe's own functions, in eager PyTorch."""
     cfg, seed = setup.recipe.cfg, setup.seed
     sc = scenario(cfg, seed)
     large, small, mimic = setup.modules["large"], setup.modules["small"], setup.modules["mimic"]
@@ -144,10 +143,9 @@ def baselines(setup: Setup) -> dict[str, float]:
     fresh = make_small(cfg, seed + 1)
     device_only = [served_accuracy(device_update(mimic, fresh, d, cfg, seed + k, controlled=False), t, cfg)
                    for k, (d, t) in enumerate(zip(sc.devices, tests))]
-    setup.progress(f"baselines: uncontrolled FedAvg, {setup.rounds} rounds")
+    setup.progress(f"baselines: uncontrolled FedAvg, {len(setup.reported)} rounds")
     uncontrolled = copy.deepcopy(small)
-    for r in range(1, setup.rounds + 1):
-        ks = [k for k in range(len(sc.devices)) if setup.plan.fate(r, 0, k) == REPORTED]
+    for r, ks in enumerate(setup.reported, start=1):
         if ks:
             updates = [device_update(mimic, uncontrolled, sc.devices[k], cfg, derive_seed(seed, r, k),
                                      controlled=False).state_dict() for k in ks]

@@ -7,13 +7,12 @@ simulation driver and the engines find them here by name.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from torch import nn
 
 from dcx.errors import DcxError
-from dcx.simulate.faults import FaultPlan
 from dcx.simulate.programs import ProgramPackage
 from dcx.simulate.roles import CloudRole, DeviceRole, DeviceSpec
 
@@ -30,9 +29,9 @@ class Setup:
     devices: int
     rounds: int
     packages: dict[str, ProgramPackage]  # the device programs, exported for the device runtime
-    plan: FaultPlan
     progress: Progress
     measure: bool = True  # measure the method's metric every round (benchmarks turn it off)
+    reported: list[list[int]] = field(default_factory=list)  # per finished round, the devices whose reply counted
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class Method:
     programs: Callable[[Setup], list]  # the device programs to export
     cloud_role: Callable[[Setup], CloudRole]
     device_role: Callable[[DeviceSpec], DeviceRole]
-    baselines: Callable[[Setup], dict[str, float]]  # what the method is judged against (eager PyTorch)
+    baselines: Callable[[Setup], dict[str, float]]  # what it is judged against (eager PyTorch), after the rounds
     headline: str  # the metric plotted per round
     derived: Callable[[dict[str, float]], dict[str, float]] = lambda summary: {}  # e.g. the share of a gap closed
     verdict: Callable[[dict[str, float]], str] = lambda summary: ""  # the claim against the numbers, in words

@@ -11,7 +11,9 @@ the runtime's ``set_weights`` / ``get_weights``.
 
 A loaded session is cached per process and shared by every simulated device
 of that process: each device sets its own weights before it trains (plain SGD
-keeps no other state), as one phone would between two rounds.
+keeps no other state), as one phone would between two rounds. It counts the
+steps it runs (``StepCount``): a device's work, which the virtual clock turns
+into time with the step time measured on the artifact (``clock.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import dataclasses
 import hashlib
 import io
 import json
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -117,11 +121,60 @@ class EagerSession:
                 p.copy_(torch.from_numpy(np.asarray(weights[n])))
 
 
+class CountedSession:
+    """A session that counts its steps (``run``, ``train_step``) by program, for the virtual clock."""
+
+    def __init__(self, name: str, session: Session):
+        self.name, self.session = name, session
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        _STEPS[self.name] += 1
+        return self.session.run(*inputs)
+
+    def train_step(self, *batch: np.ndarray) -> float:
+        _STEPS[self.name] += 1
+        return self.session.train_step(*batch)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return self.session.get_weights()
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        self.session.set_weights(weights)
+
+
+_STEPS: Counter[str] = Counter()  # the steps this process's sessions ran, since the last StepCount began
+
+
+class StepCount:
+    """The program steps run inside a ``with`` block, by program name: one device's work in one exchange
+    (an engine runs one device step at a time per process)."""
+
+    def __enter__(self) -> "StepCount":
+        _STEPS.clear()
+        self.steps: dict[str, int] = {}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.steps = dict(_STEPS)
+
+
+@contextmanager
+def not_device_work() -> Iterator[None]:
+    """Steps the simulator runs on a device only to measure a baseline there (a phone would not run them): they
+    take no time on the virtual clock."""
+    saved = Counter(_STEPS)
+    try:
+        yield
+    finally:
+        _STEPS.clear()
+        _STEPS.update(saved)
+
+
 @dataclass
 class InstalledProgram:
     """A program loaded on a device: its runtime session, and the constants inside the artifact."""
 
-    session: Session
+    session: CountedSession
     frozen: dict[str, np.ndarray]  # frozen weights by PyTorch name, read from the artifact itself
 
 
@@ -154,24 +207,32 @@ def load(name: str, state: Message, store: Path, runtime: str) -> InstalledProgr
     sha = state.arrays[f"{PREFIX}{name}"].tobytes().hex()
     if (runtime, sha) not in _LOADED:
         path = store / sha
-        entry = json.loads(path.with_suffix(".entry").read_text())
-        if runtime == "torch":
-            module = torch.load(path, weights_only=False)
-            session = EagerSession(module, entry["lr"])
-            frozen = {n: p.detach().numpy() for n, p in module.named_parameters() if not p.requires_grad}
-        else:
-            manifest_entry = from_dict(ManifestEntry, entry, f"program {name}")
-            session = get_runtime(runtime).load(path, manifest_entry)
-            frozen = _constants(path.read_bytes(), manifest_entry)
-        _LOADED[(runtime, sha)] = InstalledProgram(session, frozen)
+        _LOADED[(runtime, sha)] = open_program(name, path, json.loads(path.with_suffix(".entry").read_text()),
+                                               runtime)
     return _LOADED[(runtime, sha)]
 
 
-def _constants(artifact: bytes, entry: ManifestEntry) -> dict[str, np.ndarray]:
-    """The frozen weights stored verbatim in the artifact, where its manifest entry says they lie."""
+def open_program(name: str, path: Path, entry: dict, runtime: str) -> InstalledProgram:
+    """The artifact at ``path`` (its manifest entry ``entry``) loaded in ``runtime``."""
+    if runtime == "torch":
+        module = torch.load(path, weights_only=False)
+        session: Session = EagerSession(module, entry["lr"])
+        frozen = {n: p.detach().numpy() for n, p in module.named_parameters() if not p.requires_grad}
+    else:
+        manifest_entry = from_dict(ManifestEntry, entry, f"program {name}")
+        session = get_runtime(runtime).load(path, manifest_entry)
+        frozen = _constants(path, manifest_entry)
+    return InstalledProgram(CountedSession(name, session), frozen)
+
+
+def _constants(path: Path, entry: ManifestEntry) -> dict[str, np.ndarray]:
+    """The frozen weights stored verbatim in the artifact, read from the regions its manifest entry names."""
+    from dcx.formats.stored import read_region, stored_tensors
+
+    regions = {t.region: t for t in stored_tensors(entry.format, path)}
     out = {}
-    for loc in entry.weight_locations:
-        if loc.name in entry.frozen and loc.file == "" and loc.layout == "identity":
-            raw = np.frombuffer(artifact[loc.offset : loc.offset + loc.nbytes], np.float32)
+    for loc in entry.weight_coverage.verbatim:
+        if loc.name in entry.frozen and loc.layout == "identity":
+            raw = np.frombuffer(read_region(path, regions[loc.region]), np.float32)
             out[loc.name] = raw.reshape(entry.frozen[loc.name])
     return out

@@ -1,9 +1,10 @@
 """What a simulation leaves for people: a Markdown table and two plots per run, and the README's results section.
 
-``<method>.md`` (summary and rounds), ``<method>_metric.png`` (the method's
-metric per round, its baselines as lines) and ``<method>_bytes.png`` (bytes
-per round, down and up). ``readme_section`` puts several runs in one section
-that ``update_readme`` writes between two marker lines of a README.
+``<method>.md`` (the stamp, summary and rounds), ``<method>_metric.png`` (the
+method's metric per round, its baselines as lines) and ``<method>_bytes.png``
+(bytes per round, down and up; on the Flower engine the Flower messages'
+bytes beside the dcx payloads'). ``write_results`` puts several runs in one
+file that ``dcx readme`` copies between two marker lines of the README.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from pathlib import Path
 
 from dcx.fileio import write_atomic
+from dcx.stamp import Stamp, stamp_line
 
 BASELINES = {  # the baselines drawn beside each method's metric
     "dcccl": ("acc_cloud_only", "acc_device_only", "acc_uncontrolled", "acc_central"),
@@ -26,17 +28,25 @@ def _number(v: float) -> str:
 
 
 def run_markdown(doc: dict) -> str:
-    lines = [f"**{doc['method']}**: {doc['devices']} devices, {len(doc['rounds'])} of {doc['rounds_planned']} rounds, "
+    deadline = "2x the longest nominal work" if doc["deadline"] is None else f"{doc['deadline']:g} s"
+    steps = ", ".join(f"`{name}` {seconds * 1e3:.3g} ms" for name, seconds in doc["step_seconds"].items())
+    lines = [stamp_line(Stamp(**doc["stamp"])), "",
+             f"**{doc['method']}**: {doc['devices']} devices, {len(doc['rounds'])} of {doc['rounds_planned']} rounds, "
              f"engine `{doc['engine']}`, device runtime `{doc['device_runtime']}`, dropout {doc['dropout']}, "
-             f"stragglers {doc['stragglers']}, seed {doc['seed']}{', quick' if doc['quick'] else ''}.", "",
+             f"slow devices {doc['stragglers']}, deadline {deadline}, seed {doc['seed']}"
+             f"{', quick' if doc['quick'] else ''}. Step time of the nominal phone, measured here: {steps}.", "",
              "| summary | value |", "| --- | ---: |"]
     lines += [f"| {k} | {_number(v)} |" for k, v in doc["summary"].items()]
     metrics = sorted({k for r in doc["rounds"] for k in r["metrics"]})
-    lines += ["", "| round | reported | vanished | late | bytes down | bytes up | " + " | ".join(metrics) + " |",
-              "| ---: " * (6 + len(metrics)) + "|"]
+    flower = any("flower_bytes_down" in r for r in doc["rounds"])
+    columns = ["round", "reported", "vanished", "missed deadline", "deadline s", "virtual round s", "bytes down",
+               "bytes up", *(["Flower bytes down", "Flower bytes up"] if flower else []), *metrics]
+    lines += ["", "| " + " | ".join(columns) + " |", "| ---: " * len(columns) + "|"]
     for r in doc["rounds"]:
         cells = [r["round"], f"{r['devices_reported']}/{r['devices_asked']}", r["devices_vanished"],
-                 r["devices_late"], f"{r['bytes_down']:,}", f"{r['bytes_up']:,}"]
+                 r["devices_late"], f"{r['deadline_s']:.4g}", f"{r['virtual_s']:.4g}", f"{r['bytes_down']:,}",
+                 f"{r['bytes_up']:,}"]
+        cells += [f"{r['flower_bytes_down']:,}", f"{r['flower_bytes_up']:,}"] if flower else []
         cells += [_number(r["metrics"][k]) if k in r["metrics"] else "" for k in metrics]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines) + "\n"
@@ -71,9 +81,13 @@ def plots(doc: dict) -> dict[str, bytes]:
     out[f"{method}_metric.png"] = _png(fig)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    width = 0.4
-    ax.bar([r - width / 2 for r in rounds], [r["bytes_down"] for r in doc["rounds"]], width, label="down")
-    ax.bar([r + width / 2 for r in rounds], [r["bytes_up"] for r in doc["rounds"]], width, label="up")
+    series = [(key, label) for key, label in (("bytes_down", "down"), ("flower_bytes_down", "down, Flower message"),
+                                              ("bytes_up", "up"), ("flower_bytes_up", "up, Flower message"))
+              if key in doc["rounds"][0]] if doc["rounds"] else []
+    width = 0.8 / max(len(series), 1)
+    for i, (key, label) in enumerate(series):
+        ax.bar([r + (i - (len(series) - 1) / 2) * width for r in rounds], [r[key] for r in doc["rounds"]], width,
+               label=label)
     ax.set_yscale("symlog", linthresh=1)  # a program going down once dwarfs the weights of every later round
     ax.set(xlabel="round", ylabel="bytes, all devices (log)", title=f"{method}: bytes per round", xticks=rounds)
     ax.legend(fontsize=7)

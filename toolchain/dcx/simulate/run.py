@@ -3,12 +3,15 @@
 1. The cloud phase comes from ``--checkpoint`` or is trained here (and kept as
    a checkpoint in a scratch folder, as ``dcx train`` writes it).
 2. The device programs are exported once for ``--device-runtime`` (ExecuTorch
-   by default, LiteRT, or the eager PyTorch reference).
-3. The method's baselines are computed in eager PyTorch with the recipe's own
-   functions; then ``rounds`` rounds run on the engine.
+   by default, LiteRT, or the eager PyTorch reference), and each one's step
+   time is measured on its artifact: the virtual clock's nominal phone.
+3. ``rounds`` rounds run on the engine; then the method's baselines are
+   computed in eager PyTorch with the recipe's own functions (DC-CCL's
+   uncontrolled FedAvg replays the devices that reported in each round).
 4. After every round the JSON (``--json``, and ``<method>.json`` in ``--out``)
    is rewritten atomically with the finished rounds, so Ctrl-C keeps them;
-   at the end ``--out`` also gets a Markdown table and the plots.
+   at the end ``--out`` also gets a Markdown table and the plots. Both carry
+   the stamp of the code and machine that measured them (``dcx.stamp``).
 """
 
 from __future__ import annotations
@@ -23,27 +26,33 @@ import torch
 from dcx.errors import DcxError
 from dcx.fileio import check_writable_folder, os_errors, write_atomic
 from dcx.simulate import engines
-from dcx.simulate.faults import FaultPlan
+from dcx.simulate.clock import Clock, check_deadline, measure_step_seconds
+from dcx.simulate.faults import REPORTED, FaultPlan
 from dcx.simulate.methods import Method, Setup, get_method
 from dcx.simulate.programs import check_runtime, package_programs
 from dcx.simulate.roles import DeviceSpec
+from dcx.stamp import current_stamp
 
 Progress = Callable[[str], None]
 
 
 def simulate(method: str, *, devices: int | None = None, rounds: int | None = None, runtime: str = "executorch",
-             engine: str = "local", dropout: float = 0.0, stragglers: float = 0.0, quick: bool = False, seed: int = 0,
-             checkpoint: Path | None = None, json_path: Path | None = None, out: Path | None = None,
-             force: bool = False, baselines: bool = True, measure: bool = True, workers: int | None = None,
-             tap: engines.Tap | None = None, progress: Progress = lambda s: None) -> dict[str, Any]:
+             engine: str = "local", dropout: float = 0.0, stragglers: float = 0.0, deadline: float | None = None,
+             quick: bool = False, seed: int = 0, checkpoint: Path | None = None, json_path: Path | None = None,
+             out: Path | None = None, force: bool = False, baselines: bool = True, measure: bool = True,
+             workers: int | None = None, tap: engines.Tap | None = None,
+             progress: Progress = lambda s: None) -> dict[str, Any]:
     """Run METHOD's cloud and device roles for ``rounds`` rounds with ``devices`` devices; returns the JSON document.
 
-    ``baselines=False`` skips the eager baselines and ``measure=False`` the per-round metric (benchmarks);
-    ``workers``: Ray actors of the Flower engine (default: one per CPU); ``tap`` sees every message that crossed.
+    ``stragglers``: the share of slow devices; ``deadline``: seconds per exchange on the virtual clock (None: twice
+    the longest nominal work, ``clock.py``). ``baselines=False`` skips the eager baselines and ``measure=False`` the
+    per-round metric (benchmarks); ``workers``: Ray actors of the Flower engine (default: one per CPU); ``tap``
+    sees every message that crossed.
     """
     m = get_method(method)
     engines.check_engine(engine)
     check_runtime(runtime)
+    check_deadline(deadline)
     plan = FaultPlan(dropout, stragglers, seed)
     devices = m.devices[quick] if devices is None else devices
     rounds = m.rounds[quick] if rounds is None else rounds
@@ -55,27 +64,35 @@ def simulate(method: str, *, devices: int | None = None, rounds: int | None = No
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="dcx-simulate-") as scratch:
         recipe, modules, source = _cloud_phase(m, devices, quick, seed, checkpoint, Path(scratch), progress)
-        setup = Setup(recipe, modules, seed, devices, rounds, {}, plan, progress, measure)
+        setup = Setup(recipe, modules, seed, devices, rounds, {}, progress, measure)
         progress(f"exporting the device programs for {runtime}")
-        setup.packages = package_programs(m.programs(setup), runtime, Path(scratch) / "artifacts")
+        programs = m.programs(setup)
+        setup.packages = package_programs(programs, runtime, Path(scratch) / "artifacts")
+        progress("measuring each device program's step time on this host")
+        clock = Clock(measure_step_seconds(programs, setup.packages, runtime), deadline)
         store = Path(scratch) / "device-storage"
         store.mkdir()
         spec = DeviceSpec(method, recipe.cfg, seed, devices, rounds, runtime, str(store))
         cloud = m.cloud_role(setup)
         doc = {"method": method, "engine": engine, "device_runtime": runtime, "devices": devices,
                "rounds_planned": rounds, "seed": seed, "quick": quick, "dropout": dropout, "stragglers": stragglers,
-               "checkpoint": source, "complete": False, "baselines": m.baselines(setup) if baselines else {},
-               "rounds": [], "summary": {}}
+               "deadline": deadline, "step_seconds": clock.step_seconds, "checkpoint": source, "complete": False,
+               "stamp": current_stamp(torch.get_num_threads()).as_dict(), "baselines": {}, "rounds": [],
+               "summary": {}}
 
         def on_round(record: dict) -> None:
             doc["rounds"].append(record)
+            setup.reported.append([row["device"] for row in record["devices"] if row["status"] == REPORTED])
             doc["summary"] = _summary(m, doc, cloud.summary())
             outputs.write_json(doc)
             progress(_round_line(m, record, rounds))
 
         progress(f"{rounds} round(s), {devices} device(s), engine {engine}, device runtime {runtime}")
-        engines.run(engine, cloud, spec, plan, on_round, workers, tap)
+        engines.run(engine, cloud, spec, plan, clock, on_round, workers, tap)
+        if baselines:
+            doc["baselines"] = m.baselines(setup)
     doc["complete"] = True
+    doc["summary"] = _summary(m, doc, cloud.summary())
     outputs.write_json(doc)
     outputs.write_report(doc)
     return doc
@@ -85,17 +102,21 @@ def _summary(m: Method, doc: dict, result: dict[str, float]) -> dict[str, float]
     summary = {**doc["baselines"], **result}
     summary.update(m.derived(summary))
     summary["rounds_completed"] = len(doc["rounds"])
-    summary["bytes_down_total"] = sum(r["bytes_down"] for r in doc["rounds"])
-    summary["bytes_up_total"] = sum(r["bytes_up"] for r in doc["rounds"])
+    for key in ("bytes_down", "bytes_up", "flower_bytes_down", "flower_bytes_up"):
+        if doc["rounds"] and key in doc["rounds"][0]:
+            summary[f"{key}_total"] = sum(r[key] for r in doc["rounds"])
+    summary["virtual_s_total"] = round(sum(r["virtual_s"] for r in doc["rounds"]), 6)
     return summary
 
 
 def _round_line(m: Method, r: dict, rounds: int) -> str:
     metric = r["metrics"].get(m.headline)
+    flower = (f" (Flower {r['flower_bytes_down']:,} B / {r['flower_bytes_up']:,} B)"
+              if "flower_bytes_down" in r else "")
     return (f"[round {r['round']}/{rounds}] {r['devices_reported']}/{r['devices_asked']} reported "
-            f"({r['devices_vanished']} vanished, {r['devices_late']} late)  down {r['bytes_down']:,} B  "
-            f"up {r['bytes_up']:,} B" + (f"  {m.headline} {metric:.4f}" if metric is not None else "")
-            + f"  {r['seconds']:.1f} s")
+            f"({r['devices_vanished']} vanished, {r['devices_late']} past the {r['deadline_s']:.3g} s deadline, "
+            f"virtual round {r['virtual_s']:.3g} s)  down {r['bytes_down']:,} B  up {r['bytes_up']:,} B{flower}"
+            + (f"  {m.headline} {metric:.4f}" if metric is not None else "") + f"  {r['seconds']:.1f} s")
 
 
 def train_checkpoint(method: str, devices: int, quick: bool, seed: int, folder: Path,
