@@ -12,7 +12,6 @@ instructions of one fused call (``spl_forward`` in the native driver, x86-64-v3 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import os
 import platform
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from dcx.errors import DcxError
+from dcx.stamp import current_stamp, stamp_line
 
 SHAPES: list[tuple[int, int, int]] = [(n, d, p) for n in (1, 64) for d in (256, 1024) for p in (1, 4, 16)]
 TORCH_IMPLS = ("dense", "bmm", "einsum", "conv1d", "loop")
@@ -148,16 +148,6 @@ def _callgrind_instructions(n: int, d_in: int, d_out: int, p: int) -> int | None
     return int(m.group(1)) // (8 * reps) if m else None
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run_kernel_bench(json_path: str | None, markdown_path: Path | None,
                      shapes: list[tuple[int, int, int]] | None = None, rounds: int = 9,
                      count_instructions: bool = True) -> list[dict]:
@@ -171,6 +161,7 @@ def run_kernel_bench(json_path: str | None, markdown_path: Path | None,
 
     if not is_built():
         raise DcxError("dcx bench kernels needs the fused kernels: run `bash kernels/build.sh` first")
+    stamp = current_stamp(1)  # what is measured: the checkout as the run starts
     shapes = shapes or SHAPES
     rows: list[dict] = []
     with one_thread():
@@ -207,10 +198,10 @@ def run_kernel_bench(json_path: str | None, markdown_path: Path | None,
         isa = kernel_isa()
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(rows, indent=2) + "\n")
+        Path(json_path).write_text(json.dumps({"stamp": stamp.as_dict(), "rows": rows}, indent=2) + "\n")
     if markdown_path is not None:
         Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(markdown_path).write_text(render_markdown(rows, isa))
+        Path(markdown_path).write_text(render_markdown(rows, isa, stamp_line(stamp)))
     return rows
 
 
@@ -218,19 +209,21 @@ def _us(s: float) -> str:
     return f"{s * 1e6:.1f}"
 
 
-def render_markdown(rows: list[dict], isa: str) -> str:
+def render_markdown(rows: list[dict], isa: str, stamp_text: str) -> str:
     peak = next(r for r in rows if r["impl"] == "gemm_peak")
     by_shape: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         if r["impl"] != "gemm_peak":
             by_shape.setdefault((r["n"], r["d_in"], r["p"]), {})[r["impl"]] = r
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Kernel benchmarks",
         "",
         "Written by `dcx bench kernels` (`dcx.kernels.bench.run_kernel_bench`); do not edit by hand.",
-        f"Run {now} on {_cpu_name()}, torch {torch.__version__}, fused kernel implementation `{isa}`,",
-        "one thread (`torch.set_num_threads(1)`), inference mode. Times are medians of rounds in which",
+        "",
+        stamp_text,
+        "",
+        f"Fused kernel implementation `{isa}`, one thread (`torch.set_num_threads(1)`), inference mode. Times",
+        "are medians of rounds in which",
         "all implementations of a shape run side by side (the order rotates each round), so the",
         "ratios come from one run. d_in = d_out = d; the weight is [P, d/P, d/P] with a bias and the",
         "shuffle. `fused` is `dcx.kernels.shuffled_partitioned_linear` (the `dcx::shuffled_partitioned_linear`",

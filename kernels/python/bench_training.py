@@ -3,11 +3,11 @@
 Single-threaded, side by side in one run (rounds rotate through the candidates, so drift and other
 processes hit them alike), medians and ratios:
 
-- ``train_step``: one on-device SGD step of each training program in PyTorch eager, stock ExecuTorch
-  (portable kernels), LiteRT and ExecuTorch after the fast-training pass (``executorch-fast``), with
-  the same ``train_step`` code as ``dcx bench runtimes``; for ``executorch-fast``, which kernels
-  ran (ETDump of the program), their share of the step, GFLOP/s and fraction of the single-core
-  peak (a GEMM measured in the same run).
+- ``train_step``: one on-device SGD step of each training program in every runtime of ``dcx bench runtimes``
+  (eager, stock ExecuTorch, LiteRT with and without XNNPACK, MNN, ``executorch-fast``), with the same sessions,
+  parity check, timing and judgment (``dcx.bench.runtimes``); for ``executorch-fast``, which kernels ran (ETDump
+  of the program), their share of the step, GFLOP/s and fraction of the single-core peak (a GEMM measured in
+  the same run).
 - ``kernel``: every dcx op at the shapes the programs call it with, against PyTorch eager doing the
   same computation (``dcx.kernels.training_reference``).
 - ``qemu_instructions``: guest instructions per step under qemu-aarch64 (the native runner and the
@@ -20,7 +20,6 @@ processes hit them alike), medians and ratios:
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import statistics
 import tempfile
@@ -32,9 +31,8 @@ import click
 import torch
 from torch import fx
 
-from dcx.bench.runtimes import TARGETS, fast_training_targets
 from dcx.errors import DcxError
-from dcx.kernels.bench import _cpu_name, measure_gemm_peak, one_thread, time_side_by_side
+from dcx.kernels.bench import measure_gemm_peak, one_thread, time_side_by_side
 
 PROGRAMS = ("coda.classifier.train", "coda.recommender.train", "dcccl.train")
 
@@ -118,37 +116,33 @@ def profile_kernels(pte: bytes, batch) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- sessions
 
-def _sessions(name: str, out: Path, include_litert: bool, progress: Callable[[str], None]):
-    """(program, fast pte, pass report, rewritten graph, {runtime: train_step callable})."""
-    from dcx.bench.runtimes import eager_step
+def _sessions(name: str, out: Path, peers: bool, progress: Callable[[str], None]):
+    """(program, batch, fast pte, pass report, rewritten graph, sessions, reasons): ``training_sessions`` of
+    ``dcx bench runtimes``, the fast session built from the pass here (with its report and graph)."""
+    from dcx.bench.runtimes import training_sessions
     from dcx.export import ExportOptions
     from dcx.export.pipeline import export_recipe
     from dcx.kernels.training import load_executorch_kernels
     from dcx.manifest import Requirements, read_manifest
     from dcx.recipes import get_program
-    from dcx.runtimes import get_runtime
     from dcx.runtimes.executorch import ExecuTorchSession
 
     program = get_program(name)
-    batch = program.example_batches(1)[0]
-    np_batch = [t.numpy() for t in batch]
-    steps: dict[str, Callable[[], float]] = {"eager": partial(eager_step(program), *batch)}
-    entries = {}
-    for fmt in ("executorch", "tflite") if include_litert else ("executorch",):
+    batch = tuple(program.example_batches(1)[0])
+    stock = {}
+    for fmt in ("executorch", "tflite") if peers else ("executorch",):
         summary = export_recipe(program.recipe, fmt, out / fmt, force=True, options=ExportOptions(fast_training=False),
                                 progress=progress)  # the stock program; the fast one is built below
         if summary.failed:
             raise DcxError(f"bench: exporting {fmt} failed: {summary.failed[0].error}")
-        entry = next(e for e in read_manifest(out / fmt).artifacts if e.program == name)
-        entries[fmt] = entry
-        steps[fmt] = partial(get_runtime(fmt).load(out / fmt / entry.file, entry).train_step, *np_batch)
+        stock[fmt] = (out / fmt, next(e for e in read_manifest(out / fmt).artifacts if e.program == name))
     pte, report, ep = fast_program(program)
     load_executorch_kernels()
-    fast_entry = dataclasses.replace(entries["executorch"], file=f"{name}.fast.pte",
+    fast_entry = dataclasses.replace(stock["executorch"][1], file=f"{name}.fast.pte",
                                      requires=Requirements(sorted(f"{op}.out" for op in report["ops"]),
                                                            ["dcx_train_executorch"]))
-    steps["executorch-fast"] = partial(ExecuTorchSession(pte, fast_entry).train_step, *np_batch)
-    return program, batch, pte, report, ep, steps
+    sessions, reasons = training_sessions(program, batch, stock, ExecuTorchSession(pte, fast_entry), peers=peers)
+    return program, batch, pte, report, ep, sessions, reasons
 
 
 def qemu_instructions_per_step(program, pte: bytes, kernel_libs: list[Path], extra_steps: int) -> int:
@@ -244,8 +238,10 @@ INSTRUCTIONS = ("both", "fast", "none")
 
 
 def run_training_bench(programs=PROGRAMS, rounds: int = 15, warmup: int = 3, instructions: str = "both",
-                       kernel_shapes: bool = True, include_litert: bool = True,
+                       kernel_shapes: bool = True, peers: bool = True,
                        progress: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """Every row of the benchmark (see the module docstring); ``peers=False`` leaves out LiteRT and MNN."""
+    from dcx.bench.runtimes import FAST, time_training
     from dcx.kernels.training import is_built
 
     if not is_built():
@@ -255,12 +251,8 @@ def run_training_bench(programs=PROGRAMS, rounds: int = 15, warmup: int = 3, ins
         peak = measure_gemm_peak()  # measured again at the end: the best of the two is the peak
         with tempfile.TemporaryDirectory() as tmp:
             for name in programs:
-                program, batch, pte, report, ep, steps = _sessions(name, Path(tmp) / name, include_litert, progress)
-                for fn in steps.values():  # warm-up: first steps allocate and pack
-                    for _ in range(warmup):
-                        fn()
-                samples = time_side_by_side(steps, rounds=rounds, target_s=0.004)
-                med = {k: statistics.median(v) for k, v in samples.items()}
+                program, batch, pte, report, ep, sessions, reasons = _sessions(name, Path(tmp) / name, peers, progress)
+                step_rows = time_training(program, batch, sessions, reasons, rounds, warmup, progress)
                 ops = profile_kernels(pte, batch)
                 flops = flops_by_op(ep)
                 total = sum(o["ms_per_run"] for o in ops)
@@ -269,14 +261,11 @@ def run_training_bench(programs=PROGRAMS, rounds: int = 15, warmup: int = 3, ins
                                            "gflops": flops.get(o["operator"], 0) / (o["ms_per_run"] / 1e3) / 1e9
                                            if flops.get(o["operator"]) else None, "peak_fraction": None}
                            for o in ops}
-                for k, m in med.items():
-                    row = {"measure": "train_step", "program": name, "runtime": k, "median_step_s": m,
-                           "best_step_s": min(samples[k]), "ratio_to_eager": m / med["eager"], "rounds": rounds}
-                    if k == "executorch-fast":
+                for row in step_rows:
+                    if row["runtime"] == FAST:
                         row.update(kernels=kernels, pass_ops=report["ops"], left_alone=report["left_alone"],
                                    left_for_xnnpack=report["left_for_xnnpack"], stock_ops=report["stock_ops"])
-                    rows.append(row)
-                    progress(f"{name:<24} {k:<16} {m * 1e3:9.3f} ms/step  {m / med['eager']:6.2f}x eager")
+                rows += step_rows
                 if kernel_shapes:
                     rows += kernel_rows(ep, name, rounds=max(3, rounds // 3))
                     rows += xnnpack_rows(program, pte, report, rounds=max(3, rounds // 3))
@@ -328,38 +317,29 @@ def _rate(r: dict) -> str:
     return f"{r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}%"
 
 
-def render_markdown(rows: list[dict], command: str = "dcx bench training --markdown benchmarks/training_kernels.md") -> str:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def render_markdown(rows: list[dict], command: str = "dcx bench training --markdown benchmarks/training_kernels.md",
+                    stamp_text: str | None = None) -> str:
+    """The benchmark file; ``stamp_text`` is the stamp line (default: the stamp of a run measured now)."""
+    from dcx.bench.runtimes import steps_markdown
+    from dcx.stamp import current_stamp, stamp_line
+
     steps: dict[str, dict[str, dict]] = {}
     for r in rows:
         if r["measure"] == "train_step":
             steps.setdefault(r["program"], {})[r["runtime"]] = r
     peak = next((r for r in rows if r["measure"] == "gemm_peak"), None)
     lines = ["# Training kernels: fast on-device training in ExecuTorch", "",
-             f"Written by `{command}`; do not edit by hand.",
-             f"Run {now} on {_cpu_name()}, torch {torch.__version__}, one thread. Times are medians of rounds in",
-             "which every runtime of a program runs side by side (the order rotates each round); the ratios come",
-             "from one run. `executorch` is the stock program (portable kernels); `executorch-fast` is the same",
-             "joint graph after the fast-training pass (`dcx.export.passes.fast_training`) on the dcx training",
-             "kernels (`kernels/csrc/tk_*`). Every runtime does the whole step: forward, backward, SGD update.", ""]
+             f"Written by `{command}`; do not edit by hand.", "", stamp_text or stamp_line(current_stamp(1)), "",
+             "Times are medians of rounds in which every runtime of a program runs side by side (the order rotates",
+             "each round); the ratios come from one run. `executorch` is the stock program (portable kernels);",
+             "`executorch-fast` is the same joint graph after the fast-training pass",
+             "(`dcx.export.passes.fast_training`) on the dcx training kernels (`kernels/csrc/tk_*`). Every runtime",
+             "does the whole step: forward, backward, SGD update.", ""]
     if peak:
         lines += [f"Single-core peak: **{peak['gflops']:.1f} GFLOP/s** ({peak['source']}; the best GEMM rate measured at the",
                   "start and at the end of the run).", ""]
-    lines += ["## One training step", "",
-              "| program | eager ms | stock ExecuTorch ms | LiteRT ms | executorch-fast ms | fast vs eager | best rounds vs eager | fast vs LiteRT | fast vs stock | targets |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    targets = {t["program"]: t for t in fast_training_targets(rows)}
-    for name, s in steps.items():
-        fast, eager, stock, lite = s["executorch-fast"], s["eager"], s.get("executorch"), s.get("tflite")
-        t = targets[name]
-        cells = [name, _ms(eager["median_step_s"]), _ms(stock["median_step_s"]) if stock else "-",
-                 _ms(lite["median_step_s"]) if lite else "-", _ms(fast["median_step_s"]),
-                 f"{t['x_vs_eager']:.1f}x faster", f"{t['x_vs_eager_best']:.1f}x faster" if "x_vs_eager_best" in t else "-",
-                 f"{t['x_vs_litert']:.1f}x faster" if lite else "-",
-                 f"{t['x_vs_stock']:.1f}x faster" if stock else "-",
-                 "met" if t["meets_targets"] else "**not met**"]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Targets ({TARGETS}; medians, and the best rounds too where the run has them).", ""]
+    if steps:
+        lines += ["## One training step", "", *steps_markdown(rows), ""]
     counts = [r for r in rows if r["measure"] == "qemu_instructions"]
     if counts:
         lines += ["## Instructions per step under qemu-aarch64", "",
@@ -381,7 +361,9 @@ def render_markdown(rows: list[dict], command: str = "dcx bench training --markd
               "ExecuTorch pybindings), with the share of operator time; for the products, useful GFLOP/s and the",
               "fraction of the single-core peak.", ""]
     for name, s in steps.items():
-        fast = s["executorch-fast"]
+        fast = s.get("executorch-fast")
+        if fast is None or "kernels" not in fast:
+            continue
         left = ", ".join(f"`{r['node']}` ({r['op']}: {r['reason']})" for r in fast["left_alone"])
         op_ms = sum(k["ms"] for k in fast["kernels"].values())
         lines += [f"### {name}", "", f"Operators take {op_ms:.3f} ms per step in a profiled run of their own (ETDump); "
@@ -444,10 +426,13 @@ def bench_training(json_path: str | None, markdown_path: str | None, rounds: int
     """One training step per runtime with and without the dcx training kernels (single thread)."""
     from dcx.fileio import write_atomic
     from dcx.kernels._library import REPO_ROOT
+    from dcx.stamp import current_stamp, stamp_line
+
     chosen = [p.strip() for p in programs.split(",") if p.strip()]
     if not chosen or not all(p.endswith(".train") for p in chosen):
         raise click.BadParameter(f"{programs!r}: give training programs, e.g. {','.join(PROGRAMS)}",
                                  param_hint="--programs")
+    stamp = current_stamp(1)  # what is measured: the checkout as the run starts
     rows = run_training_bench(programs=chosen, rounds=rounds, instructions=instructions,
                               progress=click.echo)
     md = Path(markdown_path) if markdown_path else REPO_ROOT / "benchmarks" / "training_kernels.md"
@@ -455,7 +440,7 @@ def bench_training(json_path: str | None, markdown_path: str | None, rounds: int
                         *(["--instructions", instructions] if instructions != "both" else []),
                         *(["--rounds", str(rounds)] if rounds != 15 else []),
                         "--markdown", markdown_path or "benchmarks/training_kernels.md"])
-    write_atomic(md, render_markdown(rows, command))
+    write_atomic(md, render_markdown(rows, command, stamp_line(stamp)))
     if json_path:
-        write_atomic(Path(json_path), json.dumps(rows, indent=2) + "\n")
+        write_atomic(Path(json_path), json.dumps({"stamp": stamp.as_dict(), "rows": rows}, indent=2) + "\n")
     click.echo(f"wrote {md}" + (f" and {json_path}" if json_path else ""))

@@ -125,10 +125,12 @@ def evaluate(recipe_name: str, seed: int, settings: tuple[str, ...], json_path: 
     import torch
 
     from dcx.recipes import parse_overrides, resolve_recipes
+    from dcx.stamp import current_stamp, stamp_line
 
     if settings and recipe_name == "all":
         raise DcxError("--set needs one recipe: pass --recipe NAME")
     torch.set_num_threads(1)
+    stamp = current_stamp(torch.get_num_threads())  # what is measured: the checkout as the run starts
     overrides = parse_overrides(recipe_name, settings) if settings else {}
     results = {}
     for recipe in resolve_recipes(recipe_name, **overrides):
@@ -136,13 +138,14 @@ def evaluate(recipe_name: str, seed: int, settings: tuple[str, ...], json_path: 
         results[recipe.name] = recipe.evaluate(seed)
         for k, v in results[recipe.name].items():
             click.echo(f"  {recipe.name}.{k:<32} {v:.4f}")
-    _write_json(json_path, results)
+    _write_json(json_path, {"stamp": stamp.as_dict(), "results": results})
     if markdown_path:
         from dcx.fileio import os_errors, write_atomic
 
         command = " ".join(["dcx evaluate", f"--recipe {recipe_name}", *(f"--set {x}" for x in settings),
                             f"--seed {seed}"])
-        lines = [f"Written by `{command} --markdown {markdown_path}`.", "", "| metric | value |", "| --- | --- |"]
+        lines = [f"Written by `{command} --markdown {markdown_path}`.", "", stamp_line(stamp), "",
+                 "| metric | value |", "| --- | --- |"]
         lines += [f"| {name}.{k} | {v:.4f} |" for name, metrics in results.items() for k, v in metrics.items()]
         with os_errors(markdown_path, "--markdown"):
             write_atomic(Path(markdown_path), "\n".join(lines) + "\n")
@@ -200,23 +203,23 @@ def _checkpoint_recipe(checkpoint: str) -> str:
 @click.argument("out", type=click.Path())
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the rows as JSON")
 @click.option("--program", "program_filter", help="only artifacts whose program starts with this")
-def verify_cmd(out: str, json_path: str | None, program_filter: str | None) -> None:
+@click.option("--strict", is_flag=True, help="a check that could not run here (and a format that failed at export) "
+                                             "fails the run")
+def verify_cmd(out: str, json_path: str | None, program_filter: str | None, strict: bool) -> None:
     """Run every artifact in its real runtime and compare with its reference; non-zero exit on any failure."""
     import torch
 
     from dcx.fileio import os_errors, write_atomic
-    from dcx.verification import format_table, rows_as_json, verify
+    from dcx.verification import failed, format_table, rows_as_json, summary, verify
 
     torch.set_num_threads(1)
     rows = verify(Path(out), program_filter=program_filter)
     click.echo(format_table(rows))
-    failed = [r for r in rows if not r.ok]
-    ran = sum(r.verdict == "pass" for r in rows)
-    click.echo(f"{ran} passed, {len(failed)} failed, {sum(r.verdict == 'skipped' for r in rows)} skipped")
+    click.echo(summary(rows) + (" (--strict: not run fails)" if strict else ""))
     if json_path:
         with os_errors(json_path, "--json"):
             write_atomic(Path(json_path), json.dumps(rows_as_json(rows), indent=2))
-    if failed:
+    if failed(rows, strict):
         raise SystemExit(1)
 
 
@@ -291,27 +294,30 @@ def bench() -> None:
 
 @bench.command("runtimes")
 @click.option("--recipe", "recipe_name", default="all", show_default=True)
-@click.option("--rounds", default=15, show_default=True, help="timed rounds per runtime (after 3 warm-up rounds)")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the rows as JSON")
+@click.option("--rounds", default=15, show_default=True, help="timed rounds per runtime (after 3 parity steps)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="write the stamp, rows and judgments as JSON")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
               help="write the table as Markdown (e.g. benchmarks/runtimes.md)")
 def bench_runtimes_cmd(recipe_name: str, rounds: int, json_path: str | None, markdown_path: str | None) -> None:
-    """One training step per training program in ExecuTorch, LiteRT and PyTorch eager; export time per format."""
-    from dcx.bench.runtimes import bench_runtimes, format_rows
+    """One training step per training program in eager, stock ExecuTorch, LiteRT (builtin kernels, and XNNPACK),
+    MNN and dcx's fast ExecuTorch, checked against eager; export time per format; the targets judged."""
+    from dcx.bench.runtimes import bench_runtimes, judge, render_markdown
+    from dcx.stamp import current_stamp, stamp_line
 
+    stamp = current_stamp(1)  # what is measured: the checkout as the run starts
     rows = bench_runtimes(recipe_name, rounds, progress=lambda s: click.echo(s, err=True))
-    table = format_rows(rows)
-    click.echo(table)
-    _write_json(json_path, rows)
+    command = " ".join(["dcx bench runtimes", *(["--recipe", recipe_name] if recipe_name != "all" else []),
+                        *(["--rounds", str(rounds)] if rounds != 15 else []),
+                        *(["--markdown", markdown_path] if markdown_path else [])])
+    text = render_markdown(rows, command, stamp_line(stamp))
+    click.echo(text)
+    _write_json(json_path, {"stamp": stamp.as_dict(), "rows": rows, "judgments": judge(rows)})
     if markdown_path:
-        from dcx.fileio import write_atomic
+        from dcx.fileio import os_errors, write_atomic
 
-        command = " ".join(["dcx bench runtimes", *(["--recipe", recipe_name] if recipe_name != "all" else []),
-                            *(["--rounds", str(rounds)] if rounds != 15 else []), "--markdown", markdown_path])
-        write_atomic(Path(markdown_path),
-                     f"# On-device training step per runtime\n\nWritten by `{command}` (single-threaded, {rounds} "
-                     "interleaved rounds, medians; ratios to PyTorch eager measured in the same run).\n\n```\n"
-                     + table + "\n```\n")
+        with os_errors(markdown_path, "--markdown"):
+            write_atomic(Path(markdown_path), text)
 
 
 def _write_json(path: str | None, data: object, flag: str = "--json") -> None:
@@ -335,52 +341,105 @@ def bench_native_cmd(out: str, rounds: int, iterations: int, qemu_instructions: 
                      markdown_path: str | None) -> None:
     """The native runner against ExecuTorch's Python pybindings, per inference artifact of an export folder."""
     from dcx.bench.native import bench_native, markdown
+    from dcx.stamp import current_stamp, stamp_line
     from dcx.targets import get_target
 
+    stamp = current_stamp(1)  # what is measured: the checkout as the run starts
     rows = bench_native(Path(out), rounds, iterations, instructions_target=get_target("qemu") if qemu_instructions
                         else None, progress=click.echo)
-    _write_json(json_path, rows)
+    _write_json(json_path, {"stamp": stamp.as_dict(), "rows": rows})
     if markdown_path:
         from dcx.fileio import os_errors, write_atomic
 
         command = f"dcx bench native {out} --rounds {rounds} --iterations {iterations}" + \
             (" --qemu-instructions" if qemu_instructions else "") + f" --markdown {markdown_path}"
         with os_errors(markdown_path, "--markdown"):
-            write_atomic(Path(markdown_path), markdown(rows, command))
+            write_atomic(Path(markdown_path), markdown(rows, command, stamp_line(stamp)))
     slower = [r for r in rows if r["ratio"] > 1.0]
     click.echo(f"{len(rows)} programs: runner / pybindings p50 ratio "
                f"{min(r['ratio'] for r in rows):.2f} .. {max(r['ratio'] for r in rows):.2f}"
                + (f"; slower than the pybindings: {', '.join(r['program'] for r in slower)}" if slower else ""))
 
 
+@bench.command("verify")
+@click.option("--recipes", help="comma-separated recipe names (default: every recipe and variant)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the rows as JSON")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
+              help="write the tables as Markdown (e.g. benchmarks/verify.md)")
+def bench_verify_cmd(recipes: str | None, json_path: str | None, markdown_path: str | None) -> None:
+    """Every recipe and variant exported with default options and verified at the default steps and batch; exits
+    non-zero when any artifact fails."""
+    from dcx.bench.verify import bench_verify, markdown
+    from dcx.recipes import get_recipe
+
+    names = [n.strip() for n in recipes.split(",")] if recipes else None
+    for name in names or []:
+        get_recipe(name)  # an unknown name is a one-line error before anything runs
+    result = bench_verify(names, progress=lambda s: click.echo(s, err=True))
+    command = "dcx bench verify" + (f" --recipes {recipes}" if recipes else "") + \
+        (f" --markdown {markdown_path}" if markdown_path else "")
+    text = markdown(result, command)
+    click.echo(text)
+    _write_json(json_path, result)
+    if markdown_path:
+        from dcx.fileio import os_errors, write_atomic
+
+        with os_errors(markdown_path, "--markdown"):
+            write_atomic(Path(markdown_path), text)
+    if any(a["verdict"] == "FAIL" for a in result["artifacts"]):
+        raise SystemExit(1)
+
+
 @bench.command("device")
 @click.option("--target", "target_spec", default="qemu", show_default=True, help="qemu, host or adb[:SERIAL]")
+@click.option("--programs", help="comma-separated, of the bench's programs (default: all)")
+@click.option("--baseline", "baseline_path", type=click.Path(dir_okay=False),
+              help="qemu: the instruction counts to check against [default: benchmarks/qemu_instructions.json]")
+@click.option("--update-baseline", is_flag=True,
+              help="qemu: rewrite --baseline from this run's counts (a deliberate change: say why in the commit)")
 @click.option("--json", "json_path", default="out/bench/device.json", show_default=True,
               type=click.Path(dir_okay=False), help="where the rows go")
-def bench_device_cmd(target_spec: str, json_path: str) -> None:
-    """One inference and one training program per recipe on a target, checked against the host and the reference."""
-    from dcx.bench.device import bench_device
+def bench_device_cmd(target_spec: str, programs: str | None, baseline_path: str | None, update_baseline: bool,
+                     json_path: str) -> None:
+    """One inference and one training program per recipe on a target, checked against the host and the reference;
+    on qemu, their instructions per inference and per training step against the baseline (+2 % fails)."""
+    from dcx.bench.instruction_guard import InstructionGuard
     from dcx.targets import get_target
 
-    rows = bench_device(get_target(target_spec), progress=lambda s: click.echo(s, err=True))
-    _write_json(json_path, rows)
+    target = get_target(target_spec)
+    guard = InstructionGuard.for_target(target_spec, baseline_path, update=update_baseline, complete=not programs)
+    from dcx.bench.device import bench_device  # after the baseline is read: a bad one fails in a second
+
+    rows = bench_device(target, programs=programs.split(",") if programs else None,
+                        progress=lambda s: click.echo(s, err=True))
     bad = [r["program"] for r in rows if not r["ok"]]
+    regressed = False
+    if guard is not None and not (update_baseline and bad):  # a baseline is never rewritten from wrong outputs
+        regressed = guard.apply(rows, click.echo)
+    _write_json(json_path, rows)
     click.echo(f"{len(rows)} programs on {target_spec}: {len(rows) - len(bad)} match the host and the reference"
-               + (f"; MISMATCH: {', '.join(bad)}" if bad else "") + f" (rows in {json_path})")
-    if bad:
+               + (f"; MISMATCH: {', '.join(bad)}" + (", baseline not rewritten" if update_baseline else "")
+                  if bad else "") + f" (rows in {json_path})")
+    if bad or regressed:
         raise SystemExit(1)
 
 
 @cli.command("readme")
-@click.option("--check", is_flag=True, help="only compare; non-zero exit when the README is out of date")
+@click.option("--check", is_flag=True, help="only check: the README against the files, each file against the code it "
+              "measures (its stamp), and the files' verdicts against each other; non-zero exit on any problem")
 def readme_cmd(check: bool) -> None:
     """Copy the benchmark files' tables into README.md's measured sections (no number there is typed by hand)."""
-    from dcx.readme import sync
+    from dcx.readme import check_generated, sync
 
     changed = sync(check=check)
     for name in changed:
         click.echo(f"{'out of date' if check else 'updated'}: {name}")
-    if check and any("not written yet" not in c for c in changed):
+    if not check:
+        return
+    problems = check_generated()
+    for problem in problems:
+        click.echo(problem)
+    if problems or any("not written yet" not in c for c in changed):
         raise SystemExit(1)
 
 

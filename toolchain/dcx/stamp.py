@@ -25,7 +25,7 @@ STAMP_PATTERN = re.compile(r"Stamp: commit `([0-9a-f]{40})`( \(dirty\))?, (\S+ \
 @dataclass(frozen=True)
 class Stamp:
     commit: str  # the checkout's HEAD when the result was measured ("unknown" outside a git checkout)
-    dirty: bool  # uncommitted changes (or files git does not ignore yet) at that moment
+    dirty: bool  # uncommitted changes (or files git does not ignore yet) outside benchmarks/ at that moment
     date: str  # UTC, "YYYY-MM-DD HH:MM UTC"
     cpu: str
     threads: int
@@ -61,7 +61,8 @@ def current_stamp(threads: int) -> Stamp:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             continue
-    status = _git("status", "--porcelain")
+    # benchmarks/ holds what the commands write: one benchmark rewriting its file leaves the next one's code clean
+    status = _git("status", "--porcelain", "--", ".", ":(exclude)benchmarks")
     return Stamp(commit=_git("rev-parse", "HEAD") or "unknown", dirty=bool(status) if status is not None else True,
                  date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), cpu=cpu_name(),
                  threads=threads, versions=versions)

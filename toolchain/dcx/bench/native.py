@@ -112,11 +112,13 @@ def bench_native(artifacts: Path, rounds: int = 7, iterations: int = 200, warmup
     return rows
 
 
-def markdown(rows: list[dict], command: str) -> str:
-    """The rows as the Markdown file the README's native-runner section is copied from."""
+def markdown(rows: list[dict], command: str, stamp_text: str) -> str:
+    """The rows as the Markdown file the README's native-runner section is copied from (``stamp_text``: the
+    run's ``dcx.stamp.stamp_line``)."""
     lines = ["# Native runner against the Python pybindings", "",
              f"Written by `{command}`: single-threaded, the same `.pte` and kernels, alternating rounds; p50 per "
              "inference, median over rounds (and the best round); ratio < 1: the runner is faster.", "",
+             stamp_text, "",
              "| program | runner p50 ms | pybindings p50 ms | ratio | best-round ratio | max output diff |"
              + (" qemu instructions / inference |" if any("instructions_per_inference" in r for r in rows) else ""),
              "|---|---|---|---|---|---|" + ("---|" if any("instructions_per_inference" in r for r in rows) else "")]
