@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Build the dcx kernels (the fused partitioned linear, spl_*, and the training kernels, tk_*): host
-# libraries into build/kernels/host (C kernels + native tests/benches, PyTorch op libraries,
-# ExecuTorch kernel libraries, .pte runner) and the aarch64 cross build into build/kernels/aarch64
-# (C kernels + native drivers, ExecuTorch kernel libraries and .pte runner against the aarch64
-# executorch wheel, fetched once with pip download). Idempotent: a second run only rebuilds what
-# changed.
+# Build the dcx kernels (the training kernels and the partitioned linear, on the shared base): host
+# libraries into build/kernels/host (the C kernels with each family's native test and bench drivers,
+# libdcx_<library>_aten.so PyTorch op libraries, libdcx_<library>_executorch.so ExecuTorch kernel
+# libraries, the .pte runner) and the aarch64 cross build into build/kernels/aarch64 (C kernels, native
+# drivers, ExecuTorch kernel libraries and .pte runner against the aarch64 executorch wheel, fetched
+# once with pip download). Idempotent: a second run only rebuilds what changed.
 #
 # Environment: PYTHON (default: the repo's .venv, else python3), DCX_KERNELS_BUILD_DIR
 # (default: build/kernels), DCX_BUILD_JOBS (default 2), DCX_SKIP_AARCH64=1 (host only).

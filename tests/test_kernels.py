@@ -1,4 +1,4 @@
-"""The fused shuffled partitioned linear (kernels/): native C kernels on x86 and aarch64 (qemu),
+"""The fused shuffled partitioned linear (kernels/partitioned_linear/): native C kernels on x86 and aarch64 (qemu),
 the PyTorch op (forward, autograd, gradcheck, export, bad input), and the ExecuTorch kernels
 (ICIIA .pte in the pybindings, on-device training, a .pte on aarch64 under qemu).
 
@@ -24,6 +24,10 @@ from dcx.models.partitioned_linear import (
     PartitionedLinear,
     block_diagonal_weight,
     channel_shuffle,
+    decompositions,
+    disable_fused,
+    enable_fused,
+    lowering_note,
     partitioned_linear_reference,
 )
 
@@ -33,7 +37,7 @@ QEMU_PREFIX = "/usr/aarch64-linux-gnu"
 
 @pytest.fixture(scope="session", autouse=True)
 def kernels_built(kernels_build):
-    import dcx.kernels as K
+    import dcx.kernels.partitioned_linear as K
 
     assert K.is_built(), "the op library did not load after kernels/build.sh"
     return K
@@ -58,7 +62,7 @@ def qemu() -> str:
 
 def test_native_kernels_host():
     """Every ISA this CPU has (portable baseline, x86-64-v3): ~150 shapes x forward/packed/backward."""
-    exe = REPO / "build" / "kernels" / "host" / "test_spl_native"
+    exe = REPO / "build" / "kernels" / "host" / "test_partitioned_linear_native"
     proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 failures" in proc.stdout
@@ -66,7 +70,7 @@ def test_native_kernels_host():
 
 def test_native_kernels_aarch64_qemu():
     """The aarch64 build (NEON and portable paths) over the shape sweep, in one qemu process."""
-    exe = REPO / "build" / "kernels" / "aarch64" / "test_spl_native"
+    exe = REPO / "build" / "kernels" / "aarch64" / "test_partitioned_linear_native"
     proc = subprocess.run([qemu(), "-L", QEMU_PREFIX, str(exe), "--quick"], capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -179,11 +183,11 @@ def test_partitioned_linear_module_uses_fused_op(kernels_built):
     layer = PartitionedLinear(64, 96, 4)
     x = torch.randn(7, 64)
     want = layer(x)
-    assert kernels_built.enable_fused(torch.nn.Sequential(layer, torch.nn.ReLU())) == 1
+    assert enable_fused(torch.nn.Sequential(layer, torch.nn.ReLU())) == 1
     assert layer.use_fused_kernel
     got = layer(x)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    assert kernels_built.disable_fused(layer) == 1 and not layer.use_fused_kernel
+    assert disable_fused(layer) == 1 and not layer.use_fused_kernel
 
 
 def test_fallback_without_build(tmp_path):
@@ -191,9 +195,9 @@ def test_fallback_without_build(tmp_path):
     enable_fused refuses (an export with --fused-kernels must not silently drop the kernel)."""
     code = """
 import warnings, torch
-import dcx.kernels as K
+import dcx.kernels.partitioned_linear as K
 from dcx.errors import DcxError
-from dcx.models.partitioned_linear import partitioned_linear_reference
+from dcx.models.partitioned_linear import enable_fused, partitioned_linear_reference
 assert not K.is_built()
 x, w, b = torch.randn(3, 16), torch.randn(4, 2, 4), torch.randn(8)
 with warnings.catch_warnings(record=True) as caught:
@@ -202,7 +206,7 @@ with warnings.catch_warnings(record=True) as caught:
 assert torch.equal(y, partitioned_linear_reference(x, w, b, True))
 assert any("kernels/build.sh" in str(c.message) for c in caught)
 try:
-    K.enable_fused(torch.nn.Linear(2, 2)); raise SystemExit("enable_fused did not raise")
+    enable_fused(torch.nn.Linear(2, 2)); raise SystemExit("enable_fused did not raise")
 except DcxError as e:
     assert "kernels/build.sh" in str(e), e
 print("ok")
@@ -258,7 +262,7 @@ class TwoLayers(torch.nn.Module):
 def test_torch_export_with_dynamic_batch(kernels_built):
     torch.manual_seed(0)
     m = TwoLayers().eval()
-    kernels_built.enable_fused(m)
+    enable_fused(m)
     batch = torch.export.Dim("batch", min=1, max=512)
     ep = torch.export.export(m, (torch.randn(5, 64),), dynamic_shapes=({0: batch},))
     targets = [n.target for n in ep.graph.nodes if n.op == "call_function"]
@@ -268,10 +272,10 @@ def test_torch_export_with_dynamic_batch(kernels_built):
     with pytest.raises(DcxError, match="not divisible by P=4"):
         torch.export.export(PartitionedLinearBad(), (torch.randn(2, 10),))
     # backends without custom kernels: the op decomposes to batched matmul + transpose
-    dec = ep.run_decompositions(kernels_built.decompositions())
+    dec = ep.run_decompositions(decompositions())
     assert not any("dcx" in str(n.target) for n in dec.graph.nodes if n.op == "call_function")
     torch.testing.assert_close(dec.module()(x), m(x), rtol=1e-5, atol=1e-5)
-    assert "BATCH_MATMUL" in kernels_built.lowering_note("tflite")
+    assert "BATCH_MATMUL" in lowering_note("tflite")
 
 
 class PartitionedLinearBad(torch.nn.Module):
@@ -297,11 +301,11 @@ def _program_ops(pte: bytes) -> list[str]:
 def test_iciia_pte_with_fused_op_matches_pytorch(kernels_built):
     from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
 
-    from dcx.recipes.iciia import ICIIA
+    from dcx.methods.iciia.recipe import ICIIA
 
     torch.manual_seed(0)
     model = ICIIA(d=64, heads=4, partitions=4, num_classes=10).eval()
-    assert kernels_built.enable_fused(model) == 4
+    assert enable_fused(model) == 4
     h, cache = torch.randn(2, 64), torch.randn(2, 16, 64)
     pte = _to_pte(model, (h, cache))
     assert "dcx::shuffled_partitioned_linear.out" in _program_ops(pte)
@@ -309,7 +313,7 @@ def test_iciia_pte_with_fused_op_matches_pytorch(kernels_built):
     assert kernels_built.load_executorch_kernels() == path  # idempotent
     program = _load_for_executorch_from_buffer(pte)
     got = program.forward((h, cache))[0]
-    kernels_built.disable_fused(model)
+    disable_fused(model)
     torch.testing.assert_close(got, model(h, cache), rtol=1e-4, atol=1e-4)
     # a bad shape at run time fails the call with a logged message, it does not crash
     with pytest.raises(RuntimeError):
@@ -332,7 +336,7 @@ def test_executorch_training_uses_fused_backward(kernels_built):
 
     torch.manual_seed(0)
     net = Net()
-    kernels_built.enable_fused(net)
+    enable_fused(net)
     x, y = torch.randn(6, 32), torch.randint(0, 5, (6,))
     ep = _export_forward_backward(torch.export.export(net, (x, y), strict=False))
     pte = to_edge(ep).to_executorch().buffer
@@ -353,11 +357,11 @@ def test_pte_with_fused_ops_on_aarch64_qemu(kernels_built, tmp_path):
     """The aarch64 ExecuTorch kernel library, cross-built against the aarch64 wheel, runs a .pte."""
     torch.manual_seed(0)
     m = TwoLayers().eval()
-    kernels_built.enable_fused(m)
+    enable_fused(m)
     x = torch.randn(3, 64)
     (tmp_path / "m.pte").write_bytes(_to_pte(m, (x,)))
     x.numpy().astype(np.float32).tofile(tmp_path / "in.f32")
-    runner = REPO / "build" / "kernels" / "aarch64" / "spl_pte_runner"
+    runner = REPO / "build" / "kernels" / "aarch64" / "partitioned_linear_pte_runner"
     proc = subprocess.run([qemu(), "-L", QEMU_PREFIX, str(runner), str(tmp_path / "m.pte"), str(tmp_path / "in.f32"),
                            str(tmp_path / "out.f32")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -368,7 +372,7 @@ def test_pte_with_fused_ops_on_aarch64_qemu(kernels_built, tmp_path):
 # ------------------------------------------------------------------------------- bench
 
 def test_bench_rows_and_markdown(kernels_built, tmp_path):
-    from dcx.kernels.bench import bench_kernels, run_kernel_bench
+    from dcx.bench.kernels import bench_kernels, run_kernel_bench
 
     rows = run_kernel_bench(str(tmp_path / "b.json"), tmp_path / "README.md", shapes=[(1, 256, 4), (64, 256, 1)],
                             rounds=3, count_instructions=False)

@@ -1,4 +1,4 @@
-"""The dcx training kernels (kernels/csrc/tk_*) and the fast-training export pass.
+"""The dcx training kernels (kernels/training/) and the fast-training export pass.
 
 - native C kernels against definitional references, every ISA, on x86 and under qemu-aarch64;
 - every ``torch.ops.dcx`` training op against its PyTorch reference (values) and against autograd
@@ -59,19 +59,27 @@ def grads(f, inputs, gy):
 
 # ------------------------------------------------------------------------------------ native drivers
 
-def test_native_kernels_host():
+# each family's native test driver, beside its kernels (kernels/training/<family>/test_<family>.c)
+FAMILIES = ["gemm", "conv", "conv_bn", "pool", "activation", "loss", "norm", "embedding", "sgd"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_native_kernels_host(family):
     """Every ISA this CPU has (portable baseline, x86-64-v3): GEMM, linear, conv (grouped, depthwise,
-    dilated, pointwise), pooling, losses, norms, embedding, SGD against plain-loop references."""
-    proc = subprocess.run([str(REPO / "build" / "kernels" / "host" / "test_tk_native")], capture_output=True,
+    dilated, pointwise, stem; fused with a frozen batch norm), pooling, losses, norms, embedding, SGD
+    against plain-loop references."""
+    proc = subprocess.run([str(REPO / "build" / "kernels" / "host" / f"test_{family}_native")], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0 and "0 failures" in proc.stdout.splitlines()[-1], proc.stdout + proc.stderr
     assert "isa portable: 0 failures" in proc.stdout
 
 
-def test_native_kernels_aarch64_qemu():
-    """The aarch64 build (NEON micro-kernels and the portable path) in one qemu process."""
-    proc = subprocess.run(["qemu-aarch64", "-L", QEMU_PREFIX, str(REPO / "build" / "kernels" / "aarch64" / "test_tk_native"),
-                           "--quick"], capture_output=True, text=True, timeout=600)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_native_kernels_aarch64_qemu(family):
+    """The aarch64 build (NEON micro-kernels and the portable path), each family in one qemu process."""
+    proc = subprocess.run(["qemu-aarch64", "-L", QEMU_PREFIX,
+                           str(REPO / "build" / "kernels" / "aarch64" / f"test_{family}_native"), "--quick"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "isa neon: 0 failures" in proc.stdout and proc.stdout.splitlines()[-1].endswith(" 0 failures"), proc.stdout
 
@@ -335,8 +343,8 @@ def test_bad_input_is_one_line(ops, call, match):
 # ------------------------------------------------------------------------------------ the export pass
 
 def _fast(program):
-    from dcx.export.passes.fast_training import FastTraining
-    from dcx.export.passes.graph_capture import capture_joint
+    from dcx.backends.executorch.passes.fast_training import FastTraining
+    from dcx.passes.graph_capture import capture_joint
 
     return FastTraining().rewrite(capture_joint(program))
 
@@ -394,15 +402,15 @@ FROZEN_DELEGATES = {"coda.classifier.train": 0, "coda.recommender.train": 0, "dc
 def fast_programs():
     """Each recipe's training program as ``dcx export`` builds it: the fast-training pass leaving the
     frozen layers alone, then those lowered to XNNPACK."""
-    from dcx.export import ExportOptions
-    from dcx.export.executorch import EXPORTER
-    from dcx.export.passes import PassContext
-    from dcx.recipes import get_program
+    from dcx.backends.executorch.options import ExecuTorchOptions
+    from dcx.backends.executorch.exporter import EXPORTER
+    from dcx.passes import PassContext
+    from dcx.methods import get_program
 
     out = {}
     for name in TRAIN:
         program = get_program(name)
-        ctx = PassContext(program, ExportOptions(), "executorch")
+        ctx = PassContext(program, ExecuTorchOptions(), "executorch")
         pte, _ = EXPORTER.build(program, ctx.options, ctx)
         records = {r.name: r.changes for r in ctx.records}
         out[name] = (program, pte, {**records["fast_training"], "xnnpack": records["lower_frozen_to_xnnpack"]})
@@ -430,12 +438,12 @@ def test_fast_program_trains_like_eager_in_pybindings(fast_programs, name):
 
 
 def test_pass_leaves_the_original_graph_alone(fast_programs):
-    from dcx.export.passes.graph_capture import capture_joint
-    from dcx.recipes import get_program
+    from dcx.passes.graph_capture import capture_joint
+    from dcx.methods import get_program
 
     joint = capture_joint(get_program("coda.classifier.train"))
     before = [str(n.target) for n in joint.graph.nodes]
-    from dcx.export.passes.fast_training import FastTraining
+    from dcx.backends.executorch.passes.fast_training import FastTraining
 
     FastTraining().rewrite(joint)
     assert [str(n.target) for n in joint.graph.nodes] == before
@@ -450,7 +458,7 @@ def native_built():
 
 def _assert_native_trains_like_eager(program, pte: bytes, tmp_path, target: str, steps: int = 5):
     """The runner's in-place SGD on the parameter outputs, with the host or aarch64 kernel library."""
-    from dcx.kernels import build_dir
+    from dcx.kernels import library_path
     from dcx.android.qemu import QemuTarget
     from dcx.reference import build_reference
     from dcx.targets.host import HostTarget
@@ -459,7 +467,7 @@ def _assert_native_trains_like_eager(program, pte: bytes, tmp_path, target: str,
     build_reference(program, steps=steps).save(tmp_path / "ref.safetensors")
     (tmp_path / "m.pte").write_bytes(pte)
     t = HostTarget() if target == "host" else QemuTarget()
-    lib = build_dir("host" if target == "host" else "aarch64") / "libdcx_train_executorch.so"
+    lib = library_path("training", "executorch", "host" if target == "host" else "aarch64")
     run = run_artifact(t, tmp_path / "m.pte", tmp_path / "ref.safetensors", tmp_path / "out", kernel_libs=[lib])
     ref_losses, ref_weights = program.reference_training(program.example_batches(steps))
     for a, b in zip(run.result["losses"], ref_losses, strict=True):
@@ -622,7 +630,7 @@ def test_fused_conv_bn_trains_like_eager_in_native_runner(native_built, tmp_path
 
 
 def test_pte_without_its_kernel_library_is_refused_in_one_line(fast_programs, tmp_path):
-    """A fresh process that has not loaded libdcx_train_executorch.so: one line naming the library."""
+    """A fresh process that has not loaded libdcx_training_executorch.so: one line naming the library."""
     _, pte, _ = fast_programs["coda.classifier.train"]
     path = tmp_path / "clf.pte"
     path.write_bytes(pte)
@@ -644,16 +652,16 @@ sys.exit('not refused')
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip()
-    assert "\n" not in line and "libdcx_train_executorch.so" in line and line.startswith("clf.pte needs")
+    assert "\n" not in line and "libdcx_training_executorch.so" in line and line.startswith("clf.pte needs")
 
 
 def test_pass_needs_the_kernels_built(tmp_path):
     """Without the training op library the pass refuses (it must not silently export the stock graph)."""
     code = """
-from dcx.recipes import get_program
+from dcx.methods import get_program
 from dcx.errors import DcxError
-from dcx.export.passes.graph_capture import capture_joint
-from dcx.export.passes.fast_training import FastTraining
+from dcx.passes.graph_capture import capture_joint
+from dcx.backends.executorch.passes.fast_training import FastTraining
 try:
     FastTraining().rewrite(capture_joint(get_program('coda.classifier.train')))
 except DcxError as e:
@@ -672,8 +680,8 @@ raise SystemExit('no error')
 def test_bench_counts_the_fast_step_alone_under_qemu():
     """``--instructions fast``: qemu-aarch64 counts the fast program's step (NEON kernels) and not the
     stock one, and the table says that stock was not counted."""
-    from dcx.kernels.bench_training import _instruction_row, fast_program, render_markdown
-    from dcx.recipes import get_program
+    from dcx.bench.training import _instruction_row, fast_program, render_markdown
+    from dcx.methods import get_program
 
     program = get_program("coda.classifier.train")
     row = _instruction_row(program, fast_program(program)[0], stock=False)
@@ -683,7 +691,7 @@ def test_bench_counts_the_fast_step_alone_under_qemu():
 
 
 def test_bench_rows_and_markdown(tmp_path):
-    from dcx.kernels.bench_training import render_markdown, run_training_bench
+    from dcx.bench.training import render_markdown, run_training_bench
     from dcx.readme import VERDICT_LINE
     from dcx.stamp import read_stamp
 
