@@ -18,22 +18,23 @@ import torch
 import torch.nn.functional as F
 
 from dcx.errors import DcxError
-from dcx.recipes import resolve_recipes
+from dcx.methods import resolve_recipes
 
 import coremltools as ct  # noqa: E402  (installed by the set-up)
 
-from dcx.export.coreml import EXPORTER, build_updatable  # noqa: E402
-from dcx.export.passes.coreml_backprop_layers import to_backprop_layers  # noqa: E402
-from dcx.export.passes.coreml_frozen_offset import split_frozen_offset  # noqa: E402
-from dcx.export.passes.coreml_split_loss import placeholder_names, split_loss  # noqa: E402
-from dcx.export.passes.coreml_static_shapes import specialize_shapes, trace_named  # noqa: E402
-from dcx.formats.coreml import gradient_matching_target  # noqa: E402
-from dcx.formats.coreml.interpreter import NNInterpreter  # noqa: E402
-from dcx.formats.coreml.updatable_rules import backprop_reachable, check_updatable_model  # noqa: E402
+from dcx.backends.coreml.exporter import EXPORTER, build_updatable  # noqa: E402
+from dcx.backends.coreml.passes.backprop_layers import to_backprop_layers  # noqa: E402
+from dcx.backends.coreml.passes.frozen_offset import split_frozen_offset  # noqa: E402
+from dcx.backends.coreml.passes.split_loss import placeholder_names, split_loss  # noqa: E402
+from dcx.backends.coreml.passes.static_shapes import specialize_shapes, trace_named  # noqa: E402
+from dcx.backends.coreml.spec import gradient_matching_target  # noqa: E402
+from dcx.backends.coreml.interpreter import NNInterpreter  # noqa: E402
+from dcx.backends.coreml.updatable_rules import backprop_reachable, check_updatable_model  # noqa: E402
 from dcx.manifest import read_manifest  # noqa: E402
 from dcx.reference import ProgramReference  # noqa: E402
-from dcx.runtimes.coreml import RUNTIME  # noqa: E402
-from dcx.verification import DEFAULT_TOLERANCE, train_on_reference  # noqa: E402
+from dcx.backends.coreml.runtime import RUNTIME  # noqa: E402
+from dcx.backends.runtime import train_on_reference  # noqa: E402
+from dcx.verification import DEFAULT_TOLERANCE  # noqa: E402
 
 MACOS = sys.platform == "darwin"
 
@@ -246,7 +247,7 @@ def test_frozen_offset_splits_the_summed_logits(programs):
 
 def test_backprop_layers_keep_numerics_and_outputs(programs, exported):
     """Everything between the loss and the image supports backprop, and no output changes value or shape."""
-    from dcx.formats.coreml.updatable_rules import supports_backprop
+    from dcx.backends.coreml.updatable_rules import supports_backprop
 
     p = programs["dcccl.train"]
     spec = ct.utils.load_spec(str(exported["dcccl.train"][1]))

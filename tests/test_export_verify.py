@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 import torch
 
-from dcx.checkpoint import load_checkpoint, write_checkpoint
+from dcx.methods.checkpoint import load_checkpoint, write_checkpoint
 from dcx.data.fashion_mnist import load_fashion_mnist
 from dcx.errors import DcxError
-from dcx.export import ExportOptions, get_exporter
-from dcx.export.pipeline import export_recipe
-from dcx.formats.stored import stored_tensors
+from dcx.backends import get_exporter, get_runtime
+from dcx.backends.executorch.options import ExecuTorchOptions
+from dcx.methods.export import export_recipe
+from dcx.backends.stored import stored_tensors
 from dcx.manifest import MANIFEST, read_manifest, sha256_of
-from dcx.recipes import get_recipe
+from dcx.methods import get_recipe
 from dcx.reference import ProgramReference
-from dcx.runtimes import get_runtime
 from dcx.verification import verify
 
 RECIPES = ("dcccl", "iciia", "coda")
@@ -205,7 +205,7 @@ def test_verify_names_an_altered_weight(trained, tmp_path, program_name, fmt, wh
 
 def test_verify_runs_in_a_fresh_process_without_recipes_or_datasets(trained, tmp_path):
     _, art = trained["coda"]
-    script = ("import sys; sys.modules['dcx.recipes'] = None; sys.modules['dcx.data'] = None\n"
+    script = ("import sys; sys.modules['dcx.methods'] = None; sys.modules['dcx.data'] = None\n"
               "from dcx.cli import main; main()")
     env = {**os.environ, "DCX_FASHION_MNIST_DIR": str(tmp_path / "none"), "DCX_MOVIELENS_DIR": str(tmp_path / "none")}
     r = subprocess.run([sys.executable, "-c", script, "verify", str(art)], capture_output=True, text=True,
@@ -423,7 +423,7 @@ def test_interrupted_export_leaves_no_half_written_artifact(tmp_path, monkeypatc
     exporter = get_exporter("onnx")
     real = exporter.export
 
-    def interrupted(program, path, options: ExportOptions, reference=None):
+    def interrupted(program, path, options=None, reference=None):
         real(program, path, options)
         Path(path).write_bytes(Path(path).read_bytes()[:100])  # half-written
         raise KeyboardInterrupt
@@ -484,7 +484,7 @@ def test_verify_reports_damaged_artifacts(trained, tmp_path, damage):
 
 def test_fused_kernel_export_puts_the_dcx_op_in_the_pte_and_verifies(tmp_path):
     out = tmp_path / "fused"
-    summary = export_recipe("iciia", "executorch", out, options=ExportOptions(fused_kernels=True))
+    summary = export_recipe("iciia", "executorch", out, options={"executorch": ExecuTorchOptions(fused_kernels=True)})
     assert not summary.failed
     entry = summary.written[0]
     assert entry.requires.custom_ops == ["dcx::shuffled_partitioned_linear.out"]
@@ -497,7 +497,7 @@ def test_fused_kernel_export_puts_the_dcx_op_in_the_pte_and_verifies(tmp_path):
 def test_checkpoint_round_trips_exactly(tmp_path):
     recipe = get_recipe("iciia", quick=True)
     modules = recipe.build_modules(3)
-    from dcx.recipes import TrainedModules
+    from dcx.methods import TrainedModules
 
     write_checkpoint(tmp_path / "c", recipe, TrainedModules(modules, {"acc": 0.5}), seed=3, quick=True)
     ckpt, again, loaded = load_checkpoint(tmp_path / "c")

@@ -1,4 +1,4 @@
-"""The frozen layers of a training graph go to XNNPACK (``dcx.export.passes.frozen_xnnpack``).
+"""The frozen layers of a training graph go to XNNPACK (``dcx.backends.executorch.passes.frozen_xnnpack``).
 
 - ``frozen_region``: exactly the nodes that read a user input and no trainable parameter (DC-CCL's
   mimic forward; never a gradient, never a trained layer);
@@ -10,7 +10,7 @@
   ``dcx.export_programs`` with the backbone in XNNPACK (but its RGB stem, on the dcx stem kernel) and
   passes ``dcx.verify`` step for step;
 - ``--no-fast-training`` keeps the whole graph on the portable kernels, XNNPACK included;
-- ``ExportOptions(frozen_xnnpack=False)`` puts the frozen layers on the dcx kernels too, with the same
+- ``ExecuTorchOptions(frozen_xnnpack=False)`` puts the frozen layers on the dcx kernels too, with the same
   step; ``dcx bench training`` times the two programs side by side.
 """
 
@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import dcx
-from dcx.export.passes.frozen_xnnpack import frozen_region, lower_frozen_to_xnnpack, restore_linears, trainable_parameters
-from dcx.export.passes.graph_capture import capture_joint
-from dcx.recipes import get_program
+from dcx.backends.executorch.passes.frozen_xnnpack import frozen_region, lower_frozen_to_xnnpack, restore_linears, trainable_parameters
+from dcx.passes.graph_capture import capture_joint
+from dcx.methods import get_program
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_restore_linears_gives_xnnpack_its_linear_layers(dcccl_joint):
 
 
 def test_trained_layers_never_go_to_xnnpack(dcccl_joint):
-    from dcx.export.passes.fast_training import FastTraining
+    from dcx.backends.executorch.passes.fast_training import FastTraining
 
     ep, report = FastTraining(leave_frozen=True).rewrite(dcccl_joint)
     lowered = lower_frozen_to_xnnpack(copy.deepcopy(ep)).exported_program()
@@ -143,13 +143,13 @@ def test_no_fast_training_keeps_everything_portable(tmp_path):
 def test_frozen_layers_on_dcx_kernels_alone_give_the_same_step():
     from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
 
-    from dcx.export import ExportOptions
-    from dcx.kernels.bench_training import build_training_program, render_markdown, xnnpack_rows
+    from dcx.backends.executorch.options import ExecuTorchOptions
+    from dcx.bench.training import build_training_program, render_markdown, xnnpack_rows
     from dcx.kernels.training import load_executorch_kernels
 
     load_executorch_kernels()
     program = get_program("dcccl.train")
-    built = {frozen_xnnpack: build_training_program(program, ExportOptions(frozen_xnnpack=frozen_xnnpack))[:2]
+    built = {frozen_xnnpack: build_training_program(program, ExecuTorchOptions(frozen_xnnpack=frozen_xnnpack))[:2]
              for frozen_xnnpack in (True, False)}
     with_xnnpack, alone = built[True][1], built[False][1]
     assert with_xnnpack["lower_frozen_to_xnnpack"]["delegates"] == 1 and "lower_frozen_to_xnnpack" not in alone

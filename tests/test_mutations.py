@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import dcx
-from dcx.formats.protobuf_spans import length_delimited_spans
-from dcx.formats.stored import stored_tensors
+from dcx.backends.protobuf_spans import length_delimited_spans
+from dcx.backends.stored import stored_tensors
 from dcx.manifest import MANIFEST, read_manifest, sha256_of
 from dcx.verification import verify_entry
 

@@ -17,11 +17,10 @@ import ai_edge_litert  # noqa: E402,F401  (installed by the set-up: a missing on
 import tensorflow  # noqa: E402,F401
 
 from dcx.errors import DcxError  # noqa: E402
-from dcx.export import ExportOptions, get_exporter  # noqa: E402
-from dcx.export import tflite as tflite_export  # noqa: E402
+from dcx.backends import get_exporter, get_runtime  # noqa: E402
+from dcx.backends.tflite import exporter as tflite_export  # noqa: E402
 from dcx.manifest import read_manifest  # noqa: E402
-from dcx.recipes import resolve_recipes  # noqa: E402
-from dcx.runtimes import get_runtime  # noqa: E402
+from dcx.methods import resolve_recipes  # noqa: E402
 
 PROGRAMS = {p.name: p for r in resolve_recipes("all") for p in r.device_programs(seed=0)}
 TRAIN = [n for n, p in PROGRAMS.items() if p.kind == "train"]
@@ -173,7 +172,7 @@ def test_exporter_rejects_a_converted_model_with_flex_ops(flex_model, artifacts,
     monkeypatch.setattr(tflite_export, "convert_to_tflite", lambda functions, module: flex_model)
     path = tmp_path / "out.tflite"
     with pytest.raises(DcxError, match="FlexReluGrad"):
-        EXPORTER.export(PROGRAMS["coda.classifier.train"], path, ExportOptions())
+        EXPORTER.export(PROGRAMS["coda.classifier.train"], path, None)
     assert not path.exists()  # nothing half-written
 
 
@@ -181,12 +180,12 @@ def test_exporter_names_ops_whose_gradient_is_not_builtin(tmp_path, monkeypatch)
     """Lowering ReLU to plain tf.nn.relu (gradient: Flex ReluGrad) must fail the export, naming the op."""
     import tensorflow as tf
 
-    from dcx.export.passes.aten_to_tf import ATEN_TO_TF
+    from dcx.backends.tflite.passes.aten_to_tf import ATEN_TO_TF
 
     monkeypatch.setitem(ATEN_TO_TF, torch.ops.aten.relu.default, tf.nn.relu)
     path = tmp_path / "out.tflite"
     with pytest.raises(DcxError, match="ReluGrad"):
-        EXPORTER.export(PROGRAMS["coda.classifier.train"], path, ExportOptions())
+        EXPORTER.export(PROGRAMS["coda.classifier.train"], path, None)
     assert not path.exists()
 
 

@@ -7,7 +7,7 @@
   hardswish at their kinks, average and max pooling with ties), and the gradient
   graphs convert with TFLITE_BUILTINS only and run in LiteRT (TF's own ones do not);
 - tf_signatures: the train/infer/save/restore functions of a tiny program, run in TF;
-- dcx.formats.tflite: reading operator codes, rejecting Flex ops.
+- dcx.backends.tflite.spec: reading operator codes, rejecting Flex ops.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from torch import nn
 import tensorflow as tf  # noqa: E402  (installed by the set-up)
 
 from dcx.errors import DcxError  # noqa: E402
-from dcx.export.passes import aten_to_tf  # noqa: E402
-from dcx.export.passes import tf_builtin_gradients as bg  # noqa: E402
-from dcx.export.passes.aten_to_tf import ATEN_TO_TF, lower_aten_to_tf, lower_op  # noqa: E402
-from dcx.formats.tflite import (  # noqa: E402
+from dcx.backends.tflite.passes import aten_to_tf  # noqa: E402
+from dcx.backends.tflite.passes import tf_builtin_gradients as bg  # noqa: E402
+from dcx.backends.tflite.passes.aten_to_tf import ATEN_TO_TF, lower_aten_to_tf, lower_op  # noqa: E402
+from dcx.backends.tflite.spec import (  # noqa: E402
     check_builtin_ops_only, non_builtin_ops, operator_codes, operator_histogram)
-from dcx.export.passes.tf_signatures import build_tf_signatures  # noqa: E402
+from dcx.backends.tflite.passes.tf_signatures import build_tf_signatures  # noqa: E402
 from dcx.programs import SGD, DeviceProgram  # noqa: E402
 
 aten = torch.ops.aten
@@ -505,7 +505,7 @@ def test_tf_own_mobile_gradients_are_not_builtins():
         assert op in str(err.value)
 
 
-# ---------------------------------------------------------------- dcx.formats.tflite
+# ---------------------------------------------------------------- dcx.backends.tflite.spec
 
 @pytest.fixture(scope="module")
 def flex_model() -> bytes:
@@ -579,5 +579,5 @@ def test_aten_to_tf_module_has_no_hand_written_model():
     import inspect
 
     src = inspect.getsource(aten_to_tf)
-    for word in ("ConvNet", "ICIIA", "Recommender", "SampleClassifier", "dcx.recipes", "dcx.models"):
+    for word in ("ConvNet", "ICIIA", "Recommender", "SampleClassifier", "dcx.methods", "dcx.models"):
         assert word not in src

@@ -1,12 +1,15 @@
 """The one exception type for mistakes a user can fix.
 
 The CLI turns a ``DcxError`` into a single line on stderr and exit code 2;
-anything else is a bug and keeps its traceback.
+anything else is a bug and keeps its traceback. ``DcxError`` is defined by the
+kernels (``dcx.kernels.errors``, the bottom layer, which imports nothing from the
+rest of dcx), so that what they raise (``KernelError``, ``KernelsNotBuilt``) is a
+``DcxError`` too.
 """
 
+from dcx.kernels.errors import DcxError
 
-class DcxError(Exception):
-    """A user-facing error: the message names the file, field or flag and the fix."""
+__all__ = ["DcxError", "StorageError", "UnsupportedOp"]
 
 
 class UnsupportedOp(DcxError):

@@ -74,12 +74,12 @@ class Requirements:
     """What a runtime must provide beyond the stock runtime to load the artifact."""
 
     custom_ops: list[str] = field(default_factory=list)  # e.g. "dcx::shuffled_partitioned_linear.out"
-    kernel_libraries: list[str] = field(default_factory=list)  # dcx.kernels library names, e.g. "dcx_spl_executorch"
+    kernel_libraries: list[str] = field(default_factory=list)  # dcx.kernels library names, e.g. "dcx_training_executorch"
 
 
 @dataclass
 class WeightLocation:
-    """A tensor the artifact stores, found through the format's structure (``dcx.formats.stored``)."""
+    """A tensor the artifact stores, found through the format's structure (``dcx.backends.stored``)."""
 
     name: str  # the PyTorch parameter or buffer name ("folded ..." for a fold's output)
     region: str  # the format's name for where it lies: "buffer 12", "initializer fc.weight", "named data 7b58..."

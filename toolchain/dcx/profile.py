@@ -23,18 +23,18 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
 from dcx.errors import DcxError
 from dcx.manifest import ManifestEntry, read_manifest
 from dcx.reference import ProgramReference
-from dcx.runtimes import get_runtime
+from dcx.backends import Place, get_backend, get_runtime
 from dcx.targets import Target
 from dcx.verification import DEFAULT_TOLERANCE, output_error
+from dcx.progress import Progress, silent
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -158,27 +158,27 @@ def profile_python(entry: ManifestEntry, folder: Path, reference: ProgramReferen
                 outputs_match=ok, max_error=err)
 
 
-def on_phone(target: Target) -> bool:
-    """A real aarch64 device (not the host, not the emulator): host Python runtimes do not apply there."""
-    return target.arch == "aarch64" and not target.emulated
+def place_of(target: Target) -> Place:
+    """Where the target runs: this machine, the aarch64 emulator, or a real phone (where host runtimes do not)."""
+    if target.arch != "aarch64":
+        return "host"
+    return "emulator" if target.emulated else "phone"
 
 
-def _skip_reason(entry: ManifestEntry, target: Target, tflite_benchmark: Path | None) -> str | None:
-    if entry.format == "coreml":
-        return "Core ML runs on iOS/macOS only: run ios_harness/ there"
-    if entry.format in ("tflite", "onnx") and on_phone(target):
-        if entry.format == "onnx":
-            return "ONNX Runtime is not part of the phone bundle"
-        if tflite_benchmark is None:
-            return "pass --tflite-benchmark PATH (your arm64 LiteRT benchmark_model) to profile .tflite on a phone"
+def _how(entry: ManifestEntry, target: Target, benchmark_binary: Path | None) -> str:
+    """The backend's way to measure ``entry`` on ``target``, or (not a ProfileMode) why it is skipped."""
+    how = get_backend(entry.format).profile[place_of(target)]
+    if how == "benchmark binary":
+        if benchmark_binary is None:
+            return f"pass --tflite-benchmark PATH (your arm64 {entry.format} benchmark binary) to profile it on a phone"
         if entry.kind == "train":
-            return "benchmark_model runs inference signatures only"
-    return None
+            return "the benchmark binary runs inference signatures only"
+    return how
 
 
 def profile(folder: Path, target: Target, *, programs: Iterable[str] | None = None, iterations: int = 20,
             warmup: int = 3, per_op: bool = False, tflite_benchmark: Path | None = None,
-            progress: Progress = lambda s: None, rows: list[ProfileRow] | None = None) -> list[ProfileRow]:
+            progress: Progress = silent, rows: list[ProfileRow] | None = None) -> list[ProfileRow]:
     """Profile every (chosen) artifact of ``folder`` on ``target``; ``rows`` collects them as they are measured, so a
     caller keeps what was measured when a later artifact fails."""
     import torch
@@ -200,30 +200,28 @@ def profile(folder: Path, target: Target, *, programs: Iterable[str] | None = No
         for i, entry in enumerate(entries, 1):
             label = f"[{i}/{len(entries)}] {entry.format:<10} {entry.program:<26}"
             reference = references.setdefault(entry.reference.file, ProgramReference.load(folder / entry.reference.file))
-            reason = _skip_reason(entry, target, tflite_benchmark)
+            how = _how(entry, target, tflite_benchmark)
             work = Path(tmp) / f"{i}"
-            if reason:
-                row = _row(entry, target, "-", skipped=reason)
-            elif entry.format == "executorch":
+            if how == "native runner":
                 row = profile_native(entry, folder, reference, target, iterations, warmup, per_op, work)
-            elif entry.format == "tflite" and on_phone(target):
-                row = _benchmark_model_row(entry, folder, target, tflite_benchmark, iterations, warmup, work)
-            else:
+            elif how == "host session":
                 row = profile_python(entry, folder, reference, target, iterations, warmup)
+            elif how == "benchmark binary":
+                row = _benchmark_binary_row(entry, folder, target, tflite_benchmark, iterations, warmup, work)
+            else:
+                row = _row(entry, target, "-", skipped=how)
             rows.append(row)
             progress(f"{label} {format_row(row)}")
     return rows
 
 
-def _benchmark_model_row(entry: ManifestEntry, folder: Path, target: Target, binary: Path, iterations: int,
-                         warmup: int, work: Path) -> ProfileRow:
-    from dcx.android.litert_benchmark import benchmark_tflite
-
-    (measured,) = benchmark_tflite(target, binary, [folder / entry.file], num_runs=iterations, warmup_runs=warmup,
-                                   local_dir=work)
+def _benchmark_binary_row(entry: ManifestEntry, folder: Path, target: Target, binary: Path, iterations: int,
+                          warmup: int, work: Path) -> ProfileRow:
+    run = get_backend(entry.format).benchmark_binary
+    (measured,) = run(target, binary, [folder / entry.file], num_runs=iterations, warmup_runs=warmup, local_dir=work)
     fields = {k: measured.get(k) for k in ("load_ms", "first_ms", "warmup", "iterations", "latency_ms",
                                            "peak_rss_kb", "peak_rss_delta_kb")}
-    return _row(entry, target, "benchmark_model", **fields)
+    return _row(entry, target, measured.get("runner", binary.name), **fields)
 
 
 def format_row(r: ProfileRow) -> str:

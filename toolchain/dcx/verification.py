@@ -29,7 +29,9 @@ from dcx.errors import DcxError
 from dcx.export.weight_locations import check_weights
 from dcx.manifest import ManifestEntry, inside, read_manifest, sha256_of
 from dcx.reference import ProgramReference
-from dcx.runtimes import get_runtime
+from dcx.backends import get_runtime
+from dcx.backends.runtime import relative_error as _rel
+from dcx.backends.runtime import train_on_reference
 
 SPREAD_MARGIN = 2.0  # training tolerances: at least this many times eager's own rounding spread
 
@@ -83,10 +85,6 @@ def _row(artifact: str, fmt: str, check: str, ok: bool, detail: str = "", error:
     return Row(artifact, fmt, check, "pass" if ok else "FAIL", error, tolerance, detail)
 
 
-def _rel(a: float, b: float) -> float:
-    return abs(a - b) / max(1.0, abs(b))
-
-
 def output_error(got: np.ndarray, expected: np.ndarray) -> float:
     """Max absolute difference, relative to max(1, the expected output's largest |value|): float32 rounding
     grows with the values (logits of 12 differ by 1e-5 when a runtime sums in another order)."""
@@ -102,33 +100,6 @@ def forward_error(session, reference: ProgramReference) -> float:
     if len(got) != len(expected):
         raise DcxError(f"{reference.program}: artifact returned {len(got)} outputs, the reference has {len(expected)}")
     return max(output_error(g, e) for g, e in zip(got, expected))
-
-
-@dataclass
-class TrainingRun:
-    """An artifact trained on the reference batches, against eager PyTorch."""
-
-    losses: list[float]
-    loss_error: float  # max per-step loss error, relative to max(1, |loss|)
-    weights: dict[str, np.ndarray]  # the artifact's trainable weights after the steps
-    weight_errors: dict[str, float]  # per parameter: max |artifact - PyTorch| after the steps
-
-    @property
-    def weight_error(self) -> float:
-        return max(self.weight_errors.values(), default=0.0)
-
-
-def train_on_reference(session, reference: ProgramReference, not_exposed: set[str] = frozenset()) -> TrainingRun:
-    """Every reference batch as one training step of ``session``.
-
-    ``not_exposed``: trainable weights the artifact documents it cannot hold (compared when it does expose them)."""
-    losses = [session.train_step(*reference.batch_arrays(s)) for s in range(reference.steps)]
-    weights = session.get_weights()
-    missing = set(reference.final) - set(weights) - set(not_exposed)
-    if missing:
-        raise DcxError(f"{reference.program}: artifact exposes no weights for {sorted(missing)}")
-    errors = {n: float(np.max(np.abs(weights[n] - w))) for n, w in reference.final.items() if n in weights}
-    return TrainingRun(losses, max(_rel(a, float(b)) for a, b in zip(losses, reference.losses)), weights, errors)
 
 
 def verify(out: Path, *, program_filter: str | None = None) -> list[Row]:

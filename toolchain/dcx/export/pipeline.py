@@ -15,15 +15,16 @@ export with one line naming the path, keeping what was finished.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from dcx.backends import get_backend, resolve_formats
 from dcx.errors import DcxError, StorageError
-from dcx.export import ExportOptions, get_exporter, resolve_formats
 from dcx.export.weight_locations import WeightUse, weight_coverage, weight_use
 from dcx.fileio import check_writable_folder, os_errors, remove, temporary_sibling
 from dcx.manifest import (MANIFEST, MANIFEST_SCHEMA, ActivationBytes, ExportFailure, Flops, Manifest, ManifestEntry,
@@ -31,8 +32,8 @@ from dcx.manifest import (MANIFEST, MANIFEST_SCHEMA, ActivationBytes, ExportFail
                           write_manifest)
 from dcx.programs import DeviceProgram
 from dcx.reference import TRAIN_STEPS, ProgramReference, build_reference, reference_file
+from dcx.progress import Progress, silent
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -80,21 +81,23 @@ def _write_file(out: Path, name: str, ours: set[str], write: Callable[[Path], An
 
 
 def export_programs(programs: Sequence[DeviceProgram], out: Path, formats: str | Sequence[str] = "all", *,
-                    force: bool = False, options: ExportOptions | None = None,
+                    force: bool = False, options: Mapping[str, Any] | None = None,
                     provenance: Provenance | None = None, reference_seed: int = 0,
-                    reference_steps: int = TRAIN_STEPS, progress: Progress = lambda s: None) -> ExportSummary:
+                    reference_steps: int = TRAIN_STEPS, progress: Progress = silent) -> ExportSummary:
     """Export ``programs`` to every format in ``formats`` ("all", a name, or a list) into the folder ``out``.
 
-    Training programs' references hold ``reference_steps`` real-data batches (verify trains that many steps)."""
+    Training programs' references hold ``reference_steps`` real-data batches (verify trains that many steps).
+    ``options``: export options by format (each backend's own type, e.g. ``{"executorch": ExecuTorchOptions(...)}``);
+    a format not named gets its backend's defaults; options of a format not exported are not used."""
     if reference_steps < 1:
         raise DcxError(f"--reference-steps {reference_steps}: verify needs at least one training step")
-    options = options or ExportOptions()
     provenance = provenance or Provenance("user")
     fmts = resolve_formats(formats) if isinstance(formats, str) else [f for x in formats for f in resolve_formats(x)]
     names = [p.name for p in programs]
     if len(set(names)) != len(names):
         raise DcxError(f"program names must be unique, got {names}")
-    exporters = {f: get_exporter(f) for f in fmts}
+    backends = {f: get_backend(f) for f in fmts}
+    chosen = {f: (options or {}).get(f, b.default_options()) for f, b in backends.items()}
     out = Path(out)
     previous = _previous_manifest(out, force)
     ours = {MANIFEST} | ({n for e in previous.artifacts for n in (e.file, e.reference.file)} | set(previous.references)
@@ -110,9 +113,11 @@ def export_programs(programs: Sequence[DeviceProgram], out: Path, formats: str |
     references: dict[str, tuple[ProgramReference, ReferenceInfo]] = {}
     uses: dict[str, WeightUse] = {}
     for i, (program, fmt) in enumerate(jobs, 1):
-        exporter = exporters[fmt]
+        exporter = backends[fmt].exporter
         label = f"[{i}/{len(jobs)}] {fmt:<10} {program.name:<26}"
-        reason = exporter.supports(program)
+        kinds = backends[fmt].kinds
+        reason = exporter.supports(program) if program.kind in kinds else \
+            f"{fmt} artifacts take {' and '.join(kinds)} programs only in dcx"
         if reason:
             summary.skipped.append({"program": program.name, "format": fmt, "reason": reason})
             progress(f"{label} skipped: {reason}")
@@ -120,6 +125,7 @@ def export_programs(programs: Sequence[DeviceProgram], out: Path, formats: str |
         if program.name not in references:
             references[program.name] = _write_reference(out, program, ours, reference_seed, reference_steps)
             uses[program.name] = weight_use(program)
+            manifest.artifacts = _rebind_kept(manifest.artifacts, references[program.name][1], progress)
             manifest.references = sorted({*manifest.references, references[program.name][1].file})
             with os_errors(out / MANIFEST):
                 write_manifest(out, manifest)
@@ -127,7 +133,7 @@ def export_programs(programs: Sequence[DeviceProgram], out: Path, formats: str |
         name = f"{program.name}{exporter.suffix_for(program)}"
         start = time.perf_counter()
         try:
-            info = _write_file(out, name, ours, lambda tmp: exporter.export(program.copy(), tmp, options, reference))
+            info = _write_file(out, name, ours, lambda tmp: exporter.export(program.copy(), tmp, chosen[fmt], reference))
         except (KeyboardInterrupt, DcxError) as e:
             if isinstance(e, (KeyboardInterrupt, StorageError)):
                 write_manifest(out, manifest)
@@ -151,6 +157,21 @@ def export_programs(programs: Sequence[DeviceProgram], out: Path, formats: str |
     with os_errors(out / MANIFEST):
         write_manifest(out, manifest)
     return summary
+
+
+def _rebind_kept(entries: list[ManifestEntry], info: ReferenceInfo, progress: Progress) -> list[ManifestEntry]:
+    """Entries kept from an earlier export whose reference was just written again: the same program (every tensor
+    and the metadata as they recorded) points at the new file; another program's artifacts no longer match it
+    and leave the manifest."""
+    kept = []
+    for e in entries:
+        if e.reference.file != info.file:
+            kept.append(e)
+        elif (e.reference.tensors, e.reference.metadata_sha256) == (info.tensors, info.metadata_sha256):
+            kept.append(dataclasses.replace(e, reference=info))
+        else:
+            progress(f"{e.file}: exported from another version of {e.program}; no longer listed (re-export it)")
+    return kept
 
 
 def _fail(summary: ExportSummary, manifest: Manifest, program: DeviceProgram, fmt: str, error: str, op: str | None,
@@ -189,47 +210,3 @@ def _entry(program: DeviceProgram, fmt: str, path: Path, info, versions: dict, s
         weight_coverage=weight_coverage(fmt, path, reference.weights(), use), provenance=provenance,
         requires=info.requires, passes=info.passes, deviations=info.deviations, reference=ref_info,
         versions=versions, export_seconds=round(seconds, 3), notes={**program.notes, **info.notes})
-
-
-def export_recipe(recipe_name: str | None, fmt: str, out: Path, *, checkpoint: Path | None = None, seed: int = 0,
-                  overrides: dict[str, Any] | None = None, user: int | None = None, force: bool = False,
-                  options: ExportOptions | None = None, reference_steps: int = TRAIN_STEPS,
-                  progress: Progress = lambda s: None) -> ExportSummary:
-    """A recipe's device programs through ``export_programs``: trained ones from ``checkpoint``, or initialised
-    from ``seed`` (``recipe_name`` "all" exports every recipe, initialised)."""
-    from dcx.recipes import config_as_json, resolve_recipes
-
-    extra = {} if user is None else {"user": user}
-    if checkpoint is not None:
-        from dcx.checkpoint import load_checkpoint
-
-        if recipe_name == "all":
-            raise DcxError("--recipe all cannot be combined with --checkpoint: a checkpoint holds one recipe")
-        ckpt, recipe, modules = load_checkpoint(Path(checkpoint), recipe_name, overrides)
-        programs = recipe.device_programs(ckpt.seed, modules, **_options_for(recipe, extra, strict=True))
-        provenance = Provenance("checkpoint", ckpt.seed, str(checkpoint), ckpt.tensors_sha256, ckpt.config)
-        return export_programs(programs, out, fmt, force=force, options=options, provenance=provenance,
-                               reference_seed=ckpt.seed, reference_steps=reference_steps, progress=progress)
-    if recipe_name is None:
-        raise DcxError("pass --recipe NAME (or all), or --checkpoint CKPT written by `dcx train`")
-    if recipe_name == "all" and overrides:
-        raise DcxError("--set needs one recipe: pass --recipe NAME")
-    recipes = resolve_recipes(recipe_name, **(overrides or {})) if recipe_name != "all" else resolve_recipes("all")
-    programs = []
-    for recipe in recipes:
-        programs += recipe.device_programs(seed, **_options_for(recipe, extra, strict=recipe_name != "all"))
-    config = config_as_json(recipes[0].cfg) if len(recipes) == 1 else None
-    provenance = Provenance("initialised", seed, recipe_config=config)
-    return export_programs(programs, out, fmt, force=force, options=options, provenance=provenance,
-                           reference_seed=seed, reference_steps=reference_steps, progress=progress)
-
-
-def _options_for(recipe, options: dict[str, Any], strict: bool) -> dict[str, Any]:
-    """The device-program options (e.g. CoDA's ``user``) that ``recipe`` takes; with ``strict``, others are errors."""
-    import inspect
-
-    accepted = inspect.signature(recipe.device_programs).parameters
-    unknown = [k for k in options if k not in accepted]
-    if unknown and strict:
-        raise DcxError(f"--{unknown[0]} does not apply to recipe {recipe.name!r}: drop it")
-    return {k: v for k, v in options.items() if k in accepted}
