@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from dcx.errors import DcxError
 from dcx.fileio import temporary_sibling
-from dcx.targets import RunRequest, RunResult
+from dcx.targets import RunRequest, RunResult, register_target
 from dcx.targets.host import inside_folder, native_build_dir
 
 from .bundle import RUNNER, launch_command, read_manifest
@@ -301,3 +301,6 @@ class AdbTarget:
         except DcxError:
             if raise_errors:
                 raise
+
+
+register_target("adb", AdbTarget, takes_serial=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from dcx.errors import DcxError
 from dcx.fileio import os_errors
-from dcx.targets import RunRequest, RunResult
-from dcx.targets.host import execute, native_build_dir, pull, push, require_built, scratch_folder
+from dcx.targets import RunRequest, RunResult, register_target
+from dcx.targets.host import execute, host_build_dir, native_build_dir, pull, push, require_built, scratch_folder
 
 from .bundle import launch_command, read_manifest
 
@@ -40,7 +40,7 @@ class QemuTarget:
             raise DcxError(f"{QEMU} not found: install the Debian package qemu-user (apt-get install qemu-user)")
         if not self.count_instructions:
             return [qemu]
-        plugin = require_built(native_build_dir() / "host" / PLUGIN, "the qemu instruction-count plugin")
+        plugin = require_built(host_build_dir() / PLUGIN, "the qemu instruction-count plugin")
         return [qemu, "-plugin", f"{plugin},out={work / COUNT_FILE}"]
 
     def run(self, request: RunRequest, local_dir: Path) -> RunResult:
@@ -56,3 +56,6 @@ class QemuTarget:
             instructions = int(count.read_text()) if count.is_file() else None
             return RunResult(proc.stdout, proc.stderr, proc.returncode, pull(request, work, local_dir),
                                      instructions)
+
+
+register_target("qemu", lambda serial: QemuTarget())

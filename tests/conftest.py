@@ -27,7 +27,7 @@ def kernels_build():
 @pytest.fixture(scope="session")
 def exported_all(tmp_path_factory) -> Path:
     """``dcx export --recipe all`` in every format (fresh programs), once per test process."""
-    from dcx.export.pipeline import export_recipe
+    from dcx.methods.export import export_recipe
 
     out = tmp_path_factory.mktemp("exported_all")
     summary = export_recipe("all", "all", out)

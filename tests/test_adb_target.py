@@ -24,7 +24,7 @@ import pytest
 from adb_device import EmulatedPhone, PhoneConfig, build_exec_shim
 from dcx.android.adb import AdbTarget, device_quote
 from dcx.android.bundle import assemble
-from dcx.android.litert_benchmark import benchmark_tflite, parse_benchmark_output
+from dcx.backends.tflite.benchmark_model import benchmark_tflite, parse_benchmark_output
 from dcx.errors import DcxError
 from dcx.targets import RunRequest
 from dcx.targets.runner import OUTPUTS, run_artifact
@@ -381,7 +381,7 @@ def test_benchmark_binary_must_be_aarch64(tmp_path):
 def dcccl_export(tmp_path_factory) -> Path:
     """The real DC-CCL programs, exported to ExecuTorch (what the runner runs) and TFLite."""
     from dcx.api import export_programs
-    from dcx.recipes import get_recipe
+    from dcx.methods import get_recipe
 
     out = tmp_path_factory.mktemp("dcccl_export")
     summary = export_programs(get_recipe("dcccl").device_programs(0), out, ["executorch", "tflite"])

@@ -126,7 +126,7 @@ def test_a_peer_that_computes_something_else_is_left_out():
 def test_litert_xnnpack_applies_the_default_delegate_and_trains_like_builtin(tmp_path):
     from dcx.export.pipeline import export_programs
     from dcx.manifest import read_manifest
-    from dcx.runtimes import get_runtime
+    from dcx.backends import get_runtime
 
     program, batch = _toy_program()
     export_programs([program], tmp_path, "tflite")

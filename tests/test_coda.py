@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from dcx.recipes.coda import (CoDAConfig, PersonalRecommender, classifier_scores, coarse_match, coarse_query,
+from dcx.methods.coda.recipe import (CoDAConfig, PersonalRecommender, classifier_scores, coarse_match, coarse_query,
                               filter_retrieved, item_clusters, make_split, pool_profiles, train_classifier,
                               train_global, user_auc)
 

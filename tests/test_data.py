@@ -35,7 +35,7 @@ def test_missing_movielens_names_the_setup(tmp_path, monkeypatch):
     monkeypatch.setenv("DCX_MOVIELENS_DIR", str(tmp_path))
     movielens.load_movielens.cache_clear()
     try:
-        with pytest.raises(DcxError, match="make setup"):
+        with pytest.raises(DcxError, match="recbole==1.2.1"):
             movielens.load_movielens()
     finally:
         movielens.load_movielens.cache_clear()

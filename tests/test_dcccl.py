@@ -1,8 +1,11 @@
 import torch
 
-from dcx.models.convnet import ConvNet, SummedLogits, split_by_width, zero_cross_group_weights
-from dcx.recipes import get_recipe
-from dcx.recipes.dcccl import (ControlledLoss, DCCCLConfig, device_update, distill_mimic, fedavg, make_mimic,
+from dcx.methods.dcccl.submodels import SummedLogits
+from dcx.methods.dcccl.submodels import split_convnet as split_by_width
+from dcx.methods.dcccl.submodels import zero_convnet_cross_group_weights as zero_cross_group_weights
+from dcx.models.convnet import ConvNet
+from dcx.methods import get_recipe
+from dcx.methods.dcccl.recipe import (ControlledLoss, DCCCLConfig, device_update, distill_mimic, fedavg, make_mimic,
                                make_scenario, make_submodels, mimic_error, train_cloud)
 from dcx.training import accuracy
 

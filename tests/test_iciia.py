@@ -4,7 +4,7 @@ import torch
 
 from dcx.data.fashion_mnist import load_fashion_mnist
 from dcx.errors import DcxError
-from dcx.recipes.iciia import (ICIIA, FeatureCache, ICIIAConfig, evaluate_clients, train_backbone, train_iciia)
+from dcx.methods.iciia.recipe import (ICIIA, FeatureCache, ICIIAConfig, evaluate_clients, train_backbone, train_iciia)
 
 CFG = ICIIAConfig(backbone_samples=4000, iciia_clients=3000, iciia_epochs=4)
 

@@ -18,13 +18,12 @@ from torch import nn
 
 import dcx
 from dcx.errors import DcxError
-from dcx.export import ExportOptions
-from dcx.formats.tflite import operator_histogram
-from dcx.export.tflite import EXPORTER
-from dcx.models.iciia import ICIIA, ICIIAWithKVCache, MobileNetV2Features, forward_flops, iciia_flops_overhead
+from dcx.backends.tflite.spec import operator_histogram
+from dcx.backends.tflite.exporter import EXPORTER
+from dcx.methods.iciia.model import ICIIA, ICIIAWithKVCache, MobileNetV2Features, forward_flops, iciia_flops_overhead
 from dcx.models.mobilenet_small import MobileNetSmall
 from dcx.models.mobilenetv2 import mobilenet_v2_imagenet
-from dcx.recipes.dcccl import ControlledLoss
+from dcx.methods.dcccl.recipe import ControlledLoss
 
 PAPER_OVERHEAD_PCT = 1.62  # ICIIA's FLOPs overhead on MobileNetV3-L in the paper (docs/methods.md 1.2)
 SIZE = 32  # export tests run the small MobileNet at 32x32 to stay fast
@@ -167,7 +166,7 @@ def exported(tmp_path_factory) -> dict:
     result = {}
     for kind, program in programs.items():
         path = out / f"{kind}.tflite"
-        info = EXPORTER.export(program, path, ExportOptions())
+        info = EXPORTER.export(program, path, None)
         result[kind] = (program, path, info)
     return result
 
@@ -222,7 +221,7 @@ def test_cached_kv_iciia_exports_to_tflite(tmp_path):
     program = dcx.inference_program("iciia_cached.infer", device, inputs, ("image", "k_cache", "v_cache"),
                                     ("logits", "k_new", "v_new"))
     path = tmp_path / "iciia.tflite"
-    EXPORTER.export(program, path, ExportOptions())
+    EXPORTER.export(program, path, None)
     got = litert(path).get_signature_runner("infer")(**{k: v.numpy() for k, v in zip(program.input_names, inputs)})
     with torch.no_grad():
         expected = program.run(*inputs)

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from dcx.errors import DcxError
-from dcx.export.pipeline import export_recipe
+from dcx.methods.export import export_recipe
 from dcx.manifest import read_manifest
-from dcx.models.iciia import ICIIA, ICIIAWithKVCache
-from dcx.recipes import get_recipe, recipe_names
-from dcx.recipes.iciia import BackboneFeatures
+from dcx.methods.iciia.model import ICIIA, ICIIAWithKVCache
+from dcx.methods import get_recipe, recipe_names
+from dcx.methods.iciia.recipe import BackboneFeatures
 from dcx.verification import verify
 
 FORMATS = {"executorch", "tflite", "coreml", "onnx"}

@@ -71,10 +71,10 @@ def coda_run(tmp_path_factory):
 # ---------------------------------------------------------------- what crosses the wire
 
 def test_no_raw_sample_goes_up_in_dcccl(dcccl_runs):
-    from dcx.simulate.dcccl import device_samples
+    from dcx.methods.dcccl.simulation import device_samples
 
     (doc, wire), _, _ = dcccl_runs
-    from dcx.recipes import get_recipe
+    from dcx.methods import get_recipe
 
     cfg = get_recipe("dcccl", quick=True, num_devices=doc["devices"]).cfg
     devices = device_samples(cfg, doc["seed"])
@@ -123,8 +123,8 @@ def test_bytes_are_the_safetensors_layout_of_the_parameters(dcccl_runs, iciia_ru
     """Each counted size, computed here from the model's parameter shapes (4 bytes per float32 parameter) and the
     safetensors spec, not from the code's own count: DC-CCL's S_k up and S down, ICIIA's control message, CoDA's
     query."""
-    from dcx.recipes import get_recipe
-    from dcx.recipes.dcccl import make_small
+    from dcx.methods import get_recipe
+    from dcx.methods.dcccl.recipe import make_small
 
     (doc, wire), _, _ = dcccl_runs
     cfg = get_recipe("dcccl", quick=True, num_devices=doc["devices"]).cfg
@@ -192,7 +192,7 @@ def test_iciia_on_executorch_matches_the_eager_module(iciia_run):
 
 def test_coda_eager_devices_are_the_recipes_functions(tmp_path):
     """On the eager runtime the device role is exactly the recipe's CoDA: the same AUCs as ``evaluate``."""
-    from dcx.recipes import get_recipe
+    from dcx.methods import get_recipe
 
     doc, _ = run("coda", tmp_path, runtime="torch", devices=5)
     recipe = get_recipe("coda", quick=True).evaluate(doc["seed"], users=5)
@@ -369,7 +369,7 @@ def test_interrupt_after_round_one_keeps_it_on_disk(tmp_path):
     assert not any(p.name.startswith(".") for p in tmp_path.rglob("*"))  # no temporary file left behind
 
 
-CLI = ("import sys; from dcx.cli import cli, main; from dcx.simulate.command import simulate_cmd\n"
+CLI = ("import sys; from dcx.cli import cli, main; from dcx.simulate.cli import simulate_cmd\n"
        "cli.add_command(simulate_cmd); sys.argv = ['dcx', *sys.argv[1:]]; main()")
 
 
@@ -436,11 +436,11 @@ def test_out_holds_the_json_table_and_plots(dcccl_runs, tmp_path):
 
 
 def test_device_samples_are_the_recipes(dcccl_runs):
-    from dcx.recipes.dcccl import make_scenario
-    from dcx.simulate.dcccl import device_samples
+    from dcx.methods.dcccl.recipe import make_scenario
+    from dcx.methods.dcccl.simulation import device_samples
 
     doc = dcccl_runs[0][0]
-    from dcx.recipes import get_recipe
+    from dcx.methods import get_recipe
 
     cfg = get_recipe("dcccl", quick=True, num_devices=doc["devices"]).cfg
     for mine, recipes in zip(device_samples(cfg, doc["seed"]), make_scenario(cfg, doc["seed"]).devices):
@@ -471,8 +471,8 @@ def test_bad_input_is_one_line(kwargs, needle):
 
 
 def test_a_device_without_its_program_is_one_line(tmp_path):
-    from dcx.recipes import get_recipe
-    from dcx.simulate.dcccl import Device
+    from dcx.methods import get_recipe
+    from dcx.methods.dcccl.simulation import Device
     from dcx.simulate.roles import DeviceSpec
 
     spec = DeviceSpec("dcccl", get_recipe("dcccl", quick=True).cfg, 0, 3, 1, "executorch", str(tmp_path))

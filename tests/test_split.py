@@ -1,4 +1,4 @@
-"""The width split for any CNN (``dcx.split``): ``L(x) + S(x) == B(x)`` once the cross-group weights are zero.
+"""The width split for any CNN (``dcx.methods.dcccl.split``): ``L(x) + S(x) == B(x)`` once the cross-group weights are zero.
 
 Exact on DC-CCL's ConvNet (with the channel layout it always had), on ImageNet MobileNetV2, on the small
 MobileNet, and on a residual network with grouped and depthwise convolutions, pooling and hardswish; the
@@ -17,7 +17,7 @@ from dcx.errors import DcxError
 from dcx.models.convnet import ConvNet
 from dcx.models.mobilenet_small import MobileNetSmall
 from dcx.models.mobilenetv2 import mobilenet_v2_imagenet
-from dcx.split import split_by_width, zero_cross_group_weights
+from dcx.methods.dcccl.split import split_by_width, zero_cross_group_weights
 
 RATIO = 1 / 8
 

@@ -15,9 +15,9 @@ _PUBLIC = {
     "inference_program": "dcx.api",
     "export_programs": "dcx.api",
     "verify": "dcx.api",
-    "split_by_width": "dcx.split",
-    "zero_cross_group_weights": "dcx.split",
-    "get_recipe": "dcx.recipes",
+    "split_by_width": "dcx.methods.dcccl.split",
+    "zero_cross_group_weights": "dcx.methods.dcccl.split",
+    "get_recipe": "dcx.methods",
     "DcxError": "dcx.errors",
 }
 

@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from dcx.backends.executorch.options import ExecuTorchOptions
 from dcx.errors import DcxError
-from dcx.export import ExportOptions
 from dcx.export.pipeline import ExportSummary
 from dcx.programs import SGD, Batches, DeviceProgram
 from dcx.verification import Row
@@ -95,8 +95,9 @@ def export_programs(programs: Sequence[DeviceProgram], out: str | Path, formats:
     """
     from dcx.export.pipeline import export_programs as _export
 
-    return _export(list(programs), Path(out), formats, force=force, options=ExportOptions(fused_kernels=fused_kernels, fast_training=fast_training),
-                   reference_steps=reference_steps, progress=progress)
+    options = {"executorch": ExecuTorchOptions(fused_kernels=fused_kernels, fast_training=fast_training)}
+    return _export(list(programs), Path(out), formats, force=force, options=options, reference_steps=reference_steps,
+                   progress=progress)
 
 
 def verify(out: str | Path, program: str | None = None) -> list[Row]:

@@ -15,12 +15,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dcx.checkpoint import INDEX, load_checkpoint, write_checkpoint
-from dcx.export.pipeline import export_recipe
+from dcx.methods.checkpoint import INDEX, load_checkpoint, write_checkpoint
+from dcx.methods.export import export_recipe
 from dcx.fileio import check_replaceable
 from dcx.manifest import read_manifest
-from dcx.recipes import get_recipe, recipe_names
-from dcx.runtimes import get_runtime
+from dcx.methods import get_recipe, recipe_names
+from dcx.backends import get_runtime
 from dcx.verification import format_table, summary, verify
 
 DEMO_RECIPES = ("dcccl", "iciia", "coda")

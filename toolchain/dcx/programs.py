@@ -79,11 +79,12 @@ class DeviceProgram:
 
     @property
     def trainable(self) -> dict[str, nn.Parameter]:
-        return {n: p for n, p in self.module.named_parameters() if p.requires_grad}
+        return {n: p for n, p in self.module.named_parameters() if p.requires_grad and self.kind == "train"}
 
     @property
     def frozen(self) -> dict[str, torch.Tensor]:
-        frozen = {n: p for n, p in self.module.named_parameters() if not p.requires_grad}
+        """Every parameter and buffer that does not train: all of them in an inference program."""
+        frozen = {n: p for n, p in self.module.named_parameters() if not p.requires_grad or self.kind == "infer"}
         frozen.update(dict(self.module.named_buffers()))
         return frozen
 

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from dcx.errors import DcxError
 from dcx.fileio import os_errors, write_atomic
+from dcx.paths import REPO_ROOT as REPO
 from dcx.stamp import read_stamp
 
-REPO = Path(__file__).resolve().parents[2]
 SECTIONS = {
     "runtimes": "benchmarks/runtimes.md",
     "runtimes-mobile": "benchmarks/runtimes_mnv2.md",
@@ -49,14 +49,14 @@ class GeneratedFile:
 
 # What a training step measures: the programs, their export, the runtimes that step them, the kernels.
 _TRAINING_STEP = ("toolchain/dcx/programs.py", "toolchain/dcx/training.py", "toolchain/dcx/models",
-                  "toolchain/dcx/recipes/dcccl.py", "toolchain/dcx/recipes/coda.py", "toolchain/dcx/export",
-                  "runtimes/host/executorch.py", "runtimes/host/tflite.py", "kernels/csrc", "kernels/CMakeLists.txt",
-                  "kernels/python/training.py", "toolchain/dcx/bench/runtimes.py", "toolchain/dcx/bench/mnn.py",
-                  "pyproject.toml")
+                  "toolchain/dcx/methods/dcccl", "toolchain/dcx/methods/coda", "toolchain/dcx/export",
+                  "toolchain/dcx/passes", "toolchain/dcx/backends/executorch", "toolchain/dcx/backends/tflite",
+                  "kernels/base", "kernels/training", "kernels/ops.def", "kernels/CMakeLists.txt", "kernels/python/training",
+                  "toolchain/dcx/bench/runtimes.py", "toolchain/dcx/bench/mnn.py", "pyproject.toml")
 _QEMU = ("runtimes/native", "android_harness/qemu.py", "android_harness/bundle.py", "toolchain/dcx/targets")
-_SIMULATION = ("toolchain/dcx/simulate", "toolchain/dcx/recipes", "toolchain/dcx/models", "toolchain/dcx/data",
+_SIMULATION = ("toolchain/dcx/simulate", "toolchain/dcx/methods", "toolchain/dcx/models", "toolchain/dcx/data",
                "toolchain/dcx/programs.py", "toolchain/dcx/training.py", "toolchain/dcx/export",
-               "runtimes/host/executorch.py", "kernels/csrc")
+               "toolchain/dcx/backends/executorch", "kernels/base", "kernels/training", "kernels/partitioned_linear")
 
 GENERATED = (
     GeneratedFile("benchmarks/runtimes.md", "dcx bench runtimes --markdown benchmarks/runtimes.md", _TRAINING_STEP),
@@ -64,30 +64,30 @@ GENERATED = (
                   "dcx bench runtimes --recipe dcccl_mnv2 --rounds 7 --markdown benchmarks/runtimes_mnv2.md",
                   _TRAINING_STEP),
     GeneratedFile("benchmarks/training_kernels.md", "dcx bench training --markdown benchmarks/training_kernels.md",
-                  (*_TRAINING_STEP, "kernels/python/bench_training.py", "kernels/python/training_reference.py",
-                   *_QEMU)),
+                  (*_TRAINING_STEP, "toolchain/dcx/bench/training.py", *_QEMU)),
     GeneratedFile("benchmarks/training_kernels_mnv2.md",
                   "dcx bench training --programs dcccl_mnv2.train --instructions fast --rounds 5 "
                   "--markdown benchmarks/training_kernels_mnv2.md",
-                  (*_TRAINING_STEP, "kernels/python/bench_training.py", "kernels/python/training_reference.py",
-                   *_QEMU)),
+                  (*_TRAINING_STEP, "toolchain/dcx/bench/training.py", *_QEMU)),
     GeneratedFile("benchmarks/native.md",
                   "dcx export --recipe all --format executorch --out out/pte --force && dcx bench native out/pte "
                   "--rounds 7 --iterations 200 --qemu-instructions --markdown benchmarks/native.md",
                   ("toolchain/dcx/bench/native.py", "toolchain/dcx/export", "toolchain/dcx/models",
-                   "toolchain/dcx/recipes", "runtimes/host/executorch.py", *_QEMU)),
+                   "toolchain/dcx/methods", "toolchain/dcx/backends/executorch", *_QEMU)),
     GeneratedFile("benchmarks/README.md", "dcx bench kernels",
-                  ("kernels/csrc/spl_*", "kernels/CMakeLists.txt", "kernels/python/__init__.py",
-                   "kernels/python/bench.py", "toolchain/dcx/models/partitioned_linear.py")),
+                  ("kernels/base", "kernels/partitioned_linear", "kernels/CMakeLists.txt",
+                   "kernels/python/partitioned_linear.py", "toolchain/dcx/bench/kernels.py",
+                   "toolchain/dcx/models/partitioned_linear.py")),
     GeneratedFile("benchmarks/iciia_mnv2.md",
                   "dcx evaluate --recipe iciia_mnv2 --seed 0 --markdown benchmarks/iciia_mnv2.md",
-                  ("toolchain/dcx/recipes/iciia.py", "toolchain/dcx/models", "toolchain/dcx/data",
+                  ("toolchain/dcx/methods/iciia", "toolchain/dcx/models", "toolchain/dcx/data",
                    "toolchain/dcx/programs.py", "toolchain/dcx/training.py")),
     GeneratedFile("benchmarks/simulate/*.md", "dcx simulate all --out benchmarks/simulate --force", _SIMULATION),
     GeneratedFile("benchmarks/verify.md", "dcx bench verify --markdown benchmarks/verify.md",
                   ("toolchain/dcx/export", "toolchain/dcx/verification.py", "toolchain/dcx/reference.py",
-                   "toolchain/dcx/manifest.py", "toolchain/dcx/formats", "toolchain/dcx/programs.py",
-                   "toolchain/dcx/recipes", "toolchain/dcx/models", "runtimes/host", "kernels/csrc",
+                   "toolchain/dcx/manifest.py", "toolchain/dcx/backends", "toolchain/dcx/programs.py",
+                   "toolchain/dcx/methods", "toolchain/dcx/models", "toolchain/dcx/passes", "kernels/base",
+                   "kernels/training", "kernels/partitioned_linear",
                    "toolchain/dcx/bench/verify.py", "pyproject.toml")),
 )
 

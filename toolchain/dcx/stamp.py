@@ -16,7 +16,8 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: toolchain/dcx/stamp.py -> the repository root
+from dcx.paths import REPO_ROOT
+
 RUNTIME_PACKAGES = ("torch", "executorch", "ai-edge-litert", "tensorflow-cpu", "coremltools", "onnxruntime", "mnn",
                     "flwr")
 STAMP_PATTERN = re.compile(r"Stamp: commit `([0-9a-f]{40})`( \(dirty\))?, (\S+ \S+ UTC)")

@@ -5,5 +5,7 @@
 - ``native``: the native runner against ExecuTorch's Python pybindings, per inference artifact.
 - ``device``: the CI emulator benchmark: programs of every recipe profiled under qemu-aarch64, checked against
   the host.
-The kernels' own benchmarks live beside them in ``dcx.kernels``.
+- ``kernels``: the fused partitioned linear against PyTorch formulations of it.
+- ``training``: what the dcx training kernels buy each training program, and every dcx op at its shapes.
+The kernels' native benchmarks live beside them in ``kernels/``.
 """

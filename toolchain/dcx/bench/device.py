@@ -23,7 +23,7 @@ from dcx.errors import DcxError
 from dcx.export.pipeline import export_programs
 from dcx.manifest import read_manifest
 from dcx.programs import DeviceProgram
-from dcx.recipes import get_recipe
+from dcx.methods import get_recipe
 from dcx.reference import ProgramReference
 from dcx.targets import Target
 from dcx.targets.host import HostTarget

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 from dcx.errors import DcxError
-from dcx.stamp import REPO_ROOT, current_stamp
+from dcx.paths import REPO_ROOT
+from dcx.stamp import current_stamp
 
 BASELINE = REPO_ROOT / "benchmarks" / "qemu_instructions.json"
 LIMIT_PCT = 2.0  # growth above this fails: 70 times the measured run-to-run spread

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from dcx.errors import DcxError
-from dcx.kernels.bench import one_thread
+from dcx.bench.kernels import one_thread
 from dcx.manifest import ManifestEntry, read_manifest
 from dcx.reference import ProgramReference
 from dcx.targets import Target
@@ -61,9 +61,10 @@ def _bench_artifact(artifacts: Path, entry: ManifestEntry, work: Path, rounds: i
     inputs, output_names = ref.input_arrays(), ref.output_names
     libs = kernel_libraries(host, entry)
     if libs:
-        from dcx.kernels import load_executorch_kernels
+        from dcx.kernels import load_executorch_library
 
-        load_executorch_kernels(libs[0])
+        for name, lib in zip(entry.requires.kernel_libraries, libs):
+            load_executorch_library(name, lib)
     pybindings = _PybindingsTimer(model, inputs)
     runner_ms, pyb_ms, outputs = [], [], {}
 

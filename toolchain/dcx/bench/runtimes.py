@@ -11,7 +11,7 @@ a peer that differs is left out with the measured difference as its reason (``ch
 Single-threaded (2-core machines jitter badly otherwise); the runtimes are interleaved round by round
 (``time_side_by_side``) so drift hits them alike. Targets are judged conservatively (``judge``): dcx's median
 step against each peer's fastest round, so noise can only hurt dcx's claims. ``dcx bench training``
-(``dcx.kernels.bench_training``) times the same sessions and judges with the same function.
+(``dcx.bench.training``) times the same sessions and judges with the same function.
 
 Each judged target is one machine-readable line, ``verdict: PROGRAM TARGET: met|not met|n/a`` (``verdict_lines``);
 ``dcx readme --check`` fails when two generated files give one target different verdicts.
@@ -29,15 +29,14 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from dcx.backends import FORMATS
+from dcx.backends import formats, get_runtime
 from dcx.errors import DcxError
-from dcx.export import ExportOptions
-from dcx.export.pipeline import export_recipe
-from dcx.kernels.bench import one_thread, time_side_by_side
+from dcx.backends.executorch.options import ExecuTorchOptions
+from dcx.methods.export import export_recipe
+from dcx.bench.kernels import one_thread, time_side_by_side
 from dcx.manifest import ManifestEntry, read_manifest
 from dcx.programs import DeviceProgram
-from dcx.recipes import get_program
-from dcx.runtimes import get_runtime
+from dcx.methods import get_program
 from dcx.training import sgd_step
 
 FAST = "executorch-fast"
@@ -189,9 +188,9 @@ def bench_runtimes(recipe: str = "all", rounds: int = 15, warmup: int = PARITY_S
     with one_thread(), tempfile.TemporaryDirectory() as tmp:
         out, fast_out = Path(tmp) / "artifacts", Path(tmp) / "fast"
         export_seconds = {}
-        stock = ExportOptions(fast_training=False)
-        for label, fmt, folder, options in [*((f, f, out, stock) for f in FORMATS),
-                                            (FAST, "executorch", fast_out, ExportOptions())]:
+        stock = {"executorch": ExecuTorchOptions(fast_training=False)}
+        for label, fmt, folder, options in [*((f, f, out, stock) for f in formats()),
+                                            (FAST, "executorch", fast_out, None)]:
             summary = export_recipe(recipe, fmt, folder, force=True, options=options, progress=progress)
             if summary.failed:
                 raise DcxError(f"bench: exporting {label} failed: {summary.failed[0].error}")

@@ -17,9 +17,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dcx.export.pipeline import export_recipe
+from dcx.methods.export import export_recipe
 from dcx.manifest import read_manifest
-from dcx.recipes import get_recipe, recipe_names
+from dcx.methods import get_recipe, recipe_names
 from dcx.reference import ProgramReference
 from dcx.stamp import current_stamp, stamp_line
 from dcx.training import sgd_step

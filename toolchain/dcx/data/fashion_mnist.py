@@ -15,7 +15,9 @@ from dcx.errors import DcxError
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-SETUP_HINT = "install the Debian package dataset-fashion-mnist (run `make setup`) or set DCX_FASHION_MNIST_DIR"
+# How a user gets it (a checkout's `make setup` does the first); `dcx info` and the errors below say it.
+SETUP_HINT = ("apt-get install dataset-fashion-mnist (Debian), or set "
+              "DCX_FASHION_MNIST_DIR to a folder with the four *-ubyte.gz files of Fashion-MNIST")
 
 
 @dataclass(frozen=True)

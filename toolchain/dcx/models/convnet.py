@@ -1,4 +1,5 @@
-"""A small CNN whose every layer can be split by width (DC-CCL's base, large and small submodels).
+"""A small CNN whose every layer can be split by width (DC-CCL's base, large and small submodels; the split is
+``dcx.methods.dcccl.submodels``).
 
 Stride-2 convolutions instead of pooling keep the graph to ops that every
 backend can train through (conv, ReLU, inner product), including Core ML's
@@ -11,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcx import split
 from dcx.errors import DcxError
 
 
@@ -45,36 +45,3 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.features(x))
-
-
-class SummedLogits(nn.Module):
-    """Parallel submodels with no cross-connections: ``B(x) = L(x) + S(x)``."""
-
-    def __init__(self, large: nn.Module, small: nn.Module):
-        super().__init__()
-        self.large, self.small = large, small
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.large(x) + self.small(x)
-
-
-def split_by_width(base: ConvNet, ratio: float) -> tuple[ConvNet, ConvNet]:
-    """``dcx.split.split_by_width`` of a ConvNet, returned as ConvNets whose attributes give their widths."""
-    large, small = split.split_by_width(base, ratio, _example_input(base))
-    return _as_convnet(base, large), _as_convnet(base, small)
-
-
-def zero_cross_group_weights(base: ConvNet, ratio: float) -> None:
-    """Zero the weights that ``split_by_width`` drops, making the split exact."""
-    split.zero_cross_group_weights(base, ratio, _example_input(base))
-
-
-def _example_input(base: ConvNet) -> torch.Tensor:
-    return torch.zeros(1, base.in_channels, base.image_size, base.image_size)
-
-
-def _as_convnet(base: ConvNet, sub: ConvNet) -> ConvNet:
-    net = ConvNet((sub.conv1.out_channels, sub.conv2.out_channels), sub.fc1.out_features, base.num_classes,
-                  base.in_channels, base.image_size)
-    net.load_state_dict(sub.state_dict())
-    return net

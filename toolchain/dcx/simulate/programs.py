@@ -36,18 +36,25 @@ from dcx.errors import DcxError
 from dcx.fileio import os_errors, write_atomic
 from dcx.manifest import ManifestEntry, from_dict, read_manifest
 from dcx.programs import DeviceProgram
-from dcx.runtimes import Session, get_runtime
+from dcx.backends import formats, get_backend, get_runtime
+from dcx.backends.runtime import Session
 from dcx.simulate.messages import Message
 from dcx.training import sgd_step
 
-RUNTIMES = ("executorch", "tflite", "torch")
-SUFFIX = {"executorch": ".pte", "tflite": ".tflite", "torch": ".pt"}
 PREFIX = "program."
+EAGER = "torch"  # the reference device runtime: the PyTorch program itself
+
+
+def device_runtimes() -> list[str]:
+    """What can run the device programs here: each backend that trains and whose runtime this host has, and eager
+    PyTorch."""
+    trains = [f for f in formats() if "train" in get_backend(f).kinds and not get_runtime(f).available()]
+    return [*trains, EAGER]
 
 
 def check_runtime(runtime: str) -> None:
-    if runtime not in RUNTIMES:
-        raise DcxError(f"--device-runtime {runtime}: choose one of {', '.join(RUNTIMES)}")
+    if runtime not in device_runtimes():
+        raise DcxError(f"--device-runtime {runtime}: choose one of {', '.join(device_runtimes())}")
 
 
 @dataclass
@@ -68,7 +75,7 @@ def package_programs(programs: Sequence[DeviceProgram], runtime: str, folder: Pa
     """Export ``programs`` for ``runtime`` into ``folder`` (an export folder ``dcx verify`` can check) and
     package them; ``torch`` pickles the eager programs instead."""
     check_runtime(runtime)
-    if runtime == "torch":
+    if runtime == EAGER:
         packages = {}
         for p in programs:
             buffer = io.BytesIO()
@@ -214,7 +221,7 @@ def load(name: str, state: Message, store: Path, runtime: str) -> InstalledProgr
 
 def open_program(name: str, path: Path, entry: dict, runtime: str) -> InstalledProgram:
     """The artifact at ``path`` (its manifest entry ``entry``) loaded in ``runtime``."""
-    if runtime == "torch":
+    if runtime == EAGER:
         module = torch.load(path, weights_only=False)
         session: Session = EagerSession(module, entry["lr"])
         frozen = {n: p.detach().numpy() for n, p in module.named_parameters() if not p.requires_grad}
@@ -227,7 +234,7 @@ def open_program(name: str, path: Path, entry: dict, runtime: str) -> InstalledP
 
 def _constants(path: Path, entry: ManifestEntry) -> dict[str, np.ndarray]:
     """The frozen weights stored verbatim in the artifact, read from the regions its manifest entry names."""
-    from dcx.formats.stored import read_region, stored_tensors
+    from dcx.backends.stored import read_region, stored_tensors
 
     regions = {t.region: t for t in stored_tensors(entry.format, path)}
     out = {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -32,8 +32,8 @@ from dcx.simulate.methods import Method, Setup, get_method
 from dcx.simulate.programs import check_runtime, package_programs
 from dcx.simulate.roles import DeviceSpec
 from dcx.stamp import current_stamp
+from dcx.progress import Progress, silent
 
-Progress = Callable[[str], None]
 
 
 def simulate(method: str, *, devices: int | None = None, rounds: int | None = None, runtime: str = "executorch",
@@ -41,7 +41,7 @@ def simulate(method: str, *, devices: int | None = None, rounds: int | None = No
              quick: bool = False, seed: int = 0, checkpoint: Path | None = None, json_path: Path | None = None,
              out: Path | None = None, force: bool = False, baselines: bool = True, measure: bool = True,
              workers: int | None = None, tap: engines.Tap | None = None,
-             progress: Progress = lambda s: None) -> dict[str, Any]:
+             progress: Progress = silent) -> dict[str, Any]:
     """Run METHOD's cloud and device roles for ``rounds`` rounds with ``devices`` devices; returns the JSON document.
 
     ``stragglers``: the share of slow devices; ``deadline``: seconds per exchange on the virtual clock (None: twice
@@ -63,7 +63,7 @@ def simulate(method: str, *, devices: int | None = None, rounds: int | None = No
     outputs = _outputs(m, json_path, out, force)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="dcx-simulate-") as scratch:
-        recipe, modules, source = _cloud_phase(m, devices, quick, seed, checkpoint, Path(scratch), progress)
+        recipe, modules, source = m.cloud_phase(m, devices, quick, seed, checkpoint, Path(scratch), progress)
         setup = Setup(recipe, modules, seed, devices, rounds, {}, progress, measure)
         progress(f"exporting the device programs for {runtime}")
         programs = m.programs(setup)
@@ -117,42 +117,6 @@ def _round_line(m: Method, r: dict, rounds: int) -> str:
             f"({r['devices_vanished']} vanished, {r['devices_late']} past the {r['deadline_s']:.3g} s deadline, "
             f"virtual round {r['virtual_s']:.3g} s)  down {r['bytes_down']:,} B  up {r['bytes_up']:,} B{flower}"
             + (f"  {m.headline} {metric:.4f}" if metric is not None else "") + f"  {r['seconds']:.1f} s")
-
-
-def train_checkpoint(method: str, devices: int, quick: bool, seed: int, folder: Path,
-                     progress: Progress = lambda s: None) -> Path:
-    """METHOD's cloud phase for ``devices`` devices, written as a checkpoint at ``folder`` (as ``dcx train`` does)."""
-    from dcx.checkpoint import write_checkpoint
-    from dcx.recipes import get_recipe
-
-    m = get_method(method)
-    recipe = get_recipe(m.name, quick=quick, **m.overrides(devices))
-    m.check_devices(recipe.cfg, devices)
-    progress(f"[{m.name}] cloud phase{' (quick)' if quick else ''}, seed {seed}")
-    trained = recipe.train(seed, progress=lambda s: progress(f"  {s}"))
-    write_checkpoint(folder, recipe, trained, seed=seed, quick=quick)
-    return folder
-
-
-def _cloud_phase(m: Method, devices: int, quick: bool, seed: int, checkpoint: Path | None, scratch: Path,
-                 progress: Progress):
-    """The recipe and its trained modules, always read from a checkpoint: ``--checkpoint``, or one trained now."""
-    from dcx.checkpoint import load_checkpoint
-
-    source = None if checkpoint is None else str(checkpoint)
-    if checkpoint is None:
-        checkpoint = train_checkpoint(m.name, devices, quick, seed, scratch / "checkpoint", progress)
-    ckpt, recipe, modules = load_checkpoint(Path(checkpoint), m.name)
-    if ckpt.seed != seed:
-        raise DcxError(f"--seed {seed}: checkpoint {checkpoint} was trained with seed {ckpt.seed} (the devices' data "
-                       f"derive from it); pass --seed {ckpt.seed}")
-    for key, value in m.overrides(devices).items():
-        if getattr(recipe.cfg, key) != value:
-            raise DcxError(f"--devices {devices}: checkpoint {checkpoint} was trained with {key}="
-                           f"{getattr(recipe.cfg, key)}; pass --devices {getattr(recipe.cfg, key)} or train one with "
-                           f"`dcx train {m.name} --set {key}={value}`")
-    m.check_devices(recipe.cfg, devices)
-    return recipe, modules, source
 
 
 class _Outputs:

@@ -3,7 +3,10 @@
 A target copies files to a working folder on the device, runs the native
 runner there with an argument list, and copies the named results back. The
 same ``RunRequest`` runs on every target; ``dcx profile`` never knows which
-one it talks to. Adding a target is one module that defines a ``Target``.
+one it talks to. Adding a target is one module that defines a ``Target`` and
+calls ``register_target``, found through the ``dcx.targets`` entry points
+(``dcx.plugins``): ``host`` here, ``qemu`` and ``adb`` in ``android_harness/``,
+which nothing below it imports.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from dcx.errors import DcxError
 
@@ -53,19 +56,29 @@ def describe_exit(returncode: int) -> str:
     return f"exited with status {returncode}"
 
 
+_TARGETS: dict[str, tuple[Callable[[str | None], Target], bool]] = {}  # kind -> (factory, takes a serial)
+
+
+def register_target(kind: str, factory: Callable[[str | None], Target], takes_serial: bool = False) -> None:
+    """``kind`` (``host``, ``qemu``, ``adb``, ...) is made by ``factory(serial)``; ``takes_serial``: ``kind:SERIAL``
+    names one device of that kind."""
+    _TARGETS[kind] = (factory, takes_serial)
+
+
+def target_kinds() -> list[str]:
+    from dcx.plugins import load_plugins
+
+    load_plugins("dcx.targets")
+    return list(_TARGETS)
+
+
 def get_target(spec: str) -> Target:
-    """``host``, ``qemu`` or ``adb[:SERIAL]`` (a serial may itself hold a colon: ``adb:127.0.0.1:5555``)."""
+    """``KIND`` or ``KIND:SERIAL`` (a serial may itself hold a colon: ``adb:127.0.0.1:5555``)."""
     kind, _, serial = spec.partition(":")
-    if kind == "host" and not serial:
-        from dcx.targets.host import HostTarget
-
-        return HostTarget()
-    if kind == "qemu" and not serial:
-        from dcx.android.qemu import QemuTarget
-
-        return QemuTarget()
-    if kind == "adb":
-        from dcx.android.adb import AdbTarget
-
-        return AdbTarget(serial or None)
-    raise DcxError(f"--target {spec!r}: choose host, qemu or adb[:SERIAL]")
+    kinds = target_kinds()
+    if kind in _TARGETS:
+        factory, takes_serial = _TARGETS[kind]
+        if takes_serial or not serial:
+            return factory(serial or None)
+    names = [k for k in kinds if not _TARGETS[k][1]] + [f"{k}[:SERIAL]" for k in kinds if _TARGETS[k][1]]
+    raise DcxError(f"--target {spec!r}: choose {', '.join(names[:-1])} or {names[-1]}")

@@ -39,14 +39,13 @@ class NativeRun:
 def kernel_libraries(target: Target, entry: ManifestEntry) -> list[Path]:
     """The kernel libraries an artifact's manifest ``entry`` requires (``requires.kernel_libraries``), built
     for ``target``'s architecture."""
-    from dcx.kernels import build_dir
+    from dcx.kernels.library import build_dir, build_hint
 
     libs = []
     for name in entry.requires.kernel_libraries:
         path = build_dir(target.arch) / f"lib{name}.so"  # arch: "host" or "aarch64", as dcx.kernels names them
         if not path.is_file():
-            raise DcxError(f"{path} is missing ({entry.file} needs it on {target.name}): "
-                           "run `bash kernels/build.sh`")
+            raise DcxError(f"{path} is missing ({entry.file} needs it on {target.name}): {build_hint(target.arch)}")
         libs.append(path)
     return libs
 

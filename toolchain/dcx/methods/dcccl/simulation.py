@@ -25,9 +25,10 @@ import torch
 
 from dcx.data.fashion_mnist import ImageSet
 from dcx.errors import DcxError
-from dcx.models.convnet import SummedLogits
-from dcx.recipes.dcccl import (DCCCLConfig, Scenario, device_update, fedavg, make_scenario, make_small,
+from dcx.methods.dcccl.submodels import SummedLogits
+from dcx.methods.dcccl.recipe import (DCCCLConfig, Scenario, device_update, fedavg, make_scenario, make_small,
                                make_submodels, model_input, served_accuracy, train_cloud)
+from dcx.methods.checkpoint import simulation_cloud_phase
 from dcx.simulate.messages import Message, Reply
 from dcx.simulate.methods import Method, Setup
 from dcx.simulate.programs import install, load
@@ -183,4 +184,4 @@ METHOD = Method(
     check_devices=check_devices,
     programs=lambda setup: [p for p in setup.recipe.device_programs(setup.seed, setup.modules) if p.name == PROGRAM],
     cloud_role=Cloud, device_role=Device, baselines=baselines, headline="acc_dcccl", derived=gap_closed,
-    verdict=verdict)
+    verdict=verdict, cloud_phase=simulation_cloud_phase)

@@ -1,8 +1,11 @@
-"""The recipe registry: methods and their variants are found by name, never imported directly by the tools.
+"""Methods: one folder per method (``dcx/methods/<name>/``), found by name, never imported directly by the tools.
 
-timm-style: one file per method registers a recipe class with ``@register_recipe``
-(its default config is ``cls.Config()``) and may register named variants with
-other configs (``register_variant``). Every tool builds a recipe the same way,
+A method's folder holds its config, cloud phase and device programs (``recipe.py``), the models only it uses,
+and its simulation roles (``simulation.py``). Its ``__init__`` registers the recipe class with
+``register_recipe`` (its default config is ``cls.Config()``), named variants with other configs
+(``register_variant``) and its simulation with ``dcx.simulate.methods.register_simulation``; the registry finds
+the folders through the ``dcx.methods`` entry points (``dcx.plugins``). Adding a method is one folder plus one
+entry point. Every tool builds a recipe the same way,
 ``get_recipe(name, quick=False, **overrides)``; overrides are checked against
 the config's fields, so ``--set key=value`` on the CLI means the same thing for
 ``train``, ``export`` and ``evaluate``.
@@ -100,12 +103,22 @@ def register_variant(name: str, cls: type, config: Any, summary: str, quick: dic
                                   summary, False)
 
 
+def _load() -> dict[str, str]:
+    from dcx.plugins import load_plugins  # each method folder registers itself on import (dcx.methods entry points)
+
+    return load_plugins("dcx.methods")
+
+
 def recipe_names(only_all: bool = False) -> list[str]:
     """Every registered name, or (``only_all``) those that ``--recipe all`` means."""
+    _load()
     return [n for n, e in _REGISTRY.items() if e.in_all or not only_all]
 
 
 def _entry(name: str) -> RecipeEntry:
+    missing = _load()
+    if name in missing:
+        raise DcxError(f"recipe {name!r} {missing[name]}: pip install 'dcx[all]' (a checkout: `make setup`)")
     if name not in _REGISTRY:
         raise DcxError(f"unknown recipe {name!r}: choose one of {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
@@ -241,6 +254,3 @@ def get_program(full_name: str, seed: int = 0) -> DeviceProgram:
             return program
     raise DcxError(f"recipe {recipe.name!r} has no program {full_name!r}: choose one of {', '.join(recipe.program_names)}")
 
-
-# Registration happens on import, as with timm's model files.
-from dcx.recipes import coda, dcccl, iciia  # noqa: E402,F401

@@ -23,11 +23,12 @@ from torch import nn
 from dcx.data.fashion_mnist import ImageSet, as_camera_images, load_fashion_mnist
 from dcx.data.partition import dirichlet_label_skew
 from dcx.errors import DcxError
-from dcx.models.convnet import ConvNet, SummedLogits, split_by_width
+from dcx.methods.dcccl.submodels import SummedLogits, split_convnet
+from dcx.models.convnet import ConvNet
 from dcx.models.mobilenet_small import MobileNetSmall
 from dcx.models.mobilenetv2 import mobilenet_v2_imagenet
 from dcx.programs import SGD, DeviceProgram, freeze
-from dcx.recipes import DataUsed, Predict, TrainedModules, register_recipe, register_variant
+from dcx.methods import DataUsed, Predict, TrainedModules, register_recipe, register_variant
 from dcx.training import fit, predict, seed_everything
 
 
@@ -83,7 +84,7 @@ def make_submodels(cfg: DCCCLConfig, seed: int = 0) -> tuple[nn.Module, nn.Modul
     check_config(cfg)
     seed_everything(seed)
     if not cfg.heterogeneous:
-        return split_by_width(ConvNet(cfg.base_channels, cfg.base_hidden), cfg.ratio)
+        return split_convnet(ConvNet(cfg.base_channels, cfg.base_hidden), cfg.ratio)
     if cfg.device_arch == "mobilenet_small":
         large = mobilenet_v2_imagenet(10)
         if not cfg.finetune_large:

@@ -23,8 +23,9 @@ import torch
 
 from dcx.data.fashion_mnist import load_fashion_mnist
 from dcx.errors import DcxError
-from dcx.recipes.iciia import (FeatureCache, ICIIAConfig, backbone_features, client_streams, device_images,
+from dcx.methods.iciia.recipe import (FeatureCache, ICIIAConfig, backbone_features, client_streams, device_images,
                                evaluate_clients, train_iciia)
+from dcx.methods.checkpoint import simulation_cloud_phase
 from dcx.simulate.messages import Message, Reply
 from dcx.simulate.methods import Method, Setup
 from dcx.simulate.programs import install, load
@@ -143,4 +144,4 @@ METHOD = Method(
     programs=lambda setup: setup.recipe.device_programs(setup.seed, setup.modules),
     cloud_role=Cloud, device_role=Device, baselines=baselines, headline="acc_iciia",
     derived=lambda s: {"gain_points": 100 * (s["acc_iciia"] - s["acc_backbone"])}
-    if {"acc_iciia", "acc_backbone"} <= s.keys() else {}, verdict=verdict)
+    if {"acc_iciia", "acc_backbone"} <= s.keys() else {}, verdict=verdict, cloud_phase=simulation_cloud_phase)

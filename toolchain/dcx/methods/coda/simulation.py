@@ -34,9 +34,10 @@ import torch
 from torch import nn
 
 from dcx.errors import DcxError
-from dcx.recipes.coda import (CoDAConfig, GlobalRecommender, PersonalRecommender, SampleClassifier, Samples, Split,
+from dcx.methods.coda.recipe import (CoDAConfig, GlobalRecommender, PersonalRecommender, SampleClassifier, Samples, Split,
                               classifier_batches, coarse_match, coarse_query, filter_retrieved, item_clusters,
                               make_split, new_classifier, pool_profiles, recommender_batches, user_auc)
+from dcx.methods.checkpoint import simulation_cloud_phase
 from dcx.simulate.messages import Message, Reply
 from dcx.simulate.methods import Method, Setup
 from dcx.simulate.programs import InstalledProgram, install, load, not_device_work
@@ -193,4 +194,4 @@ METHOD = Method(
     name="coda", rounds=(1, 1), devices=(200, 20), overrides=lambda n: {}, check_devices=check_devices,
     programs=lambda setup: [p for p in setup.recipe.device_programs(setup.seed, setup.modules)
                             if p.name in (CLASSIFIER, RECOMMENDER)],
-    cloud_role=Cloud, device_role=Device, baselines=lambda setup: {}, headline="auc_coda", verdict=verdict)
+    cloud_role=Cloud, device_role=Device, baselines=lambda setup: {}, headline="auc_coda", verdict=verdict, cloud_phase=simulation_cloud_phase)

@@ -40,13 +40,13 @@ def simulate_cmd(method: str, devices: int | None, rounds: int | None, runtime: 
     the results section `dcx readme` copies into the README: `dcx simulate all --out benchmarks/simulate --force`.
     """
     from dcx.simulate import simulate
-    from dcx.simulate.methods import METHOD_NAMES, get_method
+    from dcx.simulate.methods import get_method, method_names
 
     if method != "all":
         get_method(method)
     elif devices is not None or rounds is not None or checkpoint is not None:
         raise DcxError("--devices, --rounds and --checkpoint need one method: pass dcccl, iciia or coda")
-    names = list(METHOD_NAMES) if method == "all" else [method]
+    names = method_names() if method == "all" else [method]
     docs = []
     for i, name in enumerate(names):
         docs.append(simulate(

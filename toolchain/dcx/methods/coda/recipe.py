@@ -32,7 +32,7 @@ from torch import nn
 from dcx.data.movielens import GENRES, MovieLens, load_movielens
 from dcx.programs import SGD, DeviceProgram, freeze
 from dcx.errors import DcxError
-from dcx.recipes import DataUsed, Predict, TrainedModules, register_recipe
+from dcx.methods import DataUsed, Predict, TrainedModules, register_recipe
 from dcx.training import fit, predict, roc_auc, seed_everything, sgd_step
 
 MIN_HELD_OUT = 20  # a new user needs at least this many interactions after its local ones

@@ -26,7 +26,8 @@ from torch import nn
 
 from dcx.errors import DcxError
 from dcx.fileio import replace_folder_atomically
-from dcx.recipes import DataUsed, Recipe, TrainedModules, config_as_json, recipe_for_config
+from dcx.methods import DataUsed, Recipe, TrainedModules, config_as_json, get_recipe, recipe_for_config
+from dcx.progress import Progress, silent
 
 CHECKPOINT_SCHEMA = 1
 INDEX = "checkpoint.json"
@@ -174,3 +175,36 @@ def load_checkpoint(path: Path, recipe_name: str | None = None,
                            f"config ({str(e).splitlines()[0]}): re-run `dcx train`") from None
         module.eval()
     return ckpt, recipe, modules
+
+
+# ---------------------------------------------------------------- the cloud phase of a simulation
+
+def train_checkpoint(m, devices: int, quick: bool, seed: int, folder: Path, progress: Progress = silent) -> Path:
+    """A simulated method's cloud phase for ``devices`` devices (``m``: its ``dcx.simulate.methods.Method``), written
+    as a checkpoint at ``folder`` (as ``dcx train`` does)."""
+    recipe = get_recipe(m.name, quick=quick, **m.overrides(devices))
+    m.check_devices(recipe.cfg, devices)
+    progress(f"[{m.name}] cloud phase{' (quick)' if quick else ''}, seed {seed}")
+    trained = recipe.train(seed, progress=lambda s: progress(f"  {s}"))
+    write_checkpoint(folder, recipe, trained, seed=seed, quick=quick)
+    return folder
+
+
+def simulation_cloud_phase(m, devices: int, quick: bool, seed: int, checkpoint: Path | None, scratch: Path,
+                           progress: Progress) -> tuple[Any, dict, str | None]:
+    """A simulated method's recipe, its trained modules and where they came from, always read from a checkpoint:
+    ``--checkpoint``, or one trained now (``dcx.simulate.methods.Method.cloud_phase``)."""
+    source = None if checkpoint is None else str(checkpoint)
+    if checkpoint is None:
+        checkpoint = train_checkpoint(m, devices, quick, seed, scratch / "checkpoint", progress)
+    ckpt, recipe, modules = load_checkpoint(Path(checkpoint), m.name)
+    if ckpt.seed != seed:
+        raise DcxError(f"--seed {seed}: checkpoint {checkpoint} was trained with seed {ckpt.seed} (the devices' data "
+                       f"derive from it); pass --seed {ckpt.seed}")
+    for key, value in m.overrides(devices).items():
+        if getattr(recipe.cfg, key) != value:
+            raise DcxError(f"--devices {devices}: checkpoint {checkpoint} was trained with {key}="
+                           f"{getattr(recipe.cfg, key)}; pass --devices {getattr(recipe.cfg, key)} or train one with "
+                           f"`dcx train {m.name} --set {key}={value}`")
+    m.check_devices(recipe.cfg, devices)
+    return recipe, modules, source

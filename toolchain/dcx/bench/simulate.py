@@ -13,23 +13,22 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 import click
 
+from dcx.progress import Progress, silent
 from dcx.simulate.engines import ENGINES
-
-Progress = Callable[[str], None]
 
 
 def bench_engines(devices: int = 1000, rounds: int = 2, runtime: str = "torch", workers: int | None = None,
-                  progress: Progress = lambda s: None) -> list[dict]:
+                  progress: Progress = silent) -> list[dict]:
+    from dcx.methods.checkpoint import train_checkpoint
     from dcx.simulate import simulate
-    from dcx.simulate.run import train_checkpoint
+    from dcx.simulate.methods import get_method
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="dcx-bench-") as scratch:
-        checkpoint = train_checkpoint("dcccl", devices, True, 0, Path(scratch) / "checkpoint", progress)
+        checkpoint = train_checkpoint(get_method("dcccl"), devices, True, 0, Path(scratch) / "checkpoint", progress)
         docs = [simulate("dcccl", devices=devices, rounds=rounds, runtime=runtime, engine=engine, quick=True,
                          checkpoint=checkpoint, baselines=False, measure=False, workers=workers, progress=progress)
                 for engine in ENGINES]

@@ -26,10 +26,10 @@ from dcx.data.fashion_mnist import ImageSet, as_camera_images, load_fashion_mnis
 from dcx.data.partition import class_subset_clients
 from dcx.errors import DcxError
 from dcx.models.convnet import ConvNet
-from dcx.models.iciia import ICIIA, ICIIAOnDevice, ICIIAWithKVCache, MobileNetV2Features, forward_flops
+from dcx.methods.iciia.model import ICIIA, ICIIAOnDevice, ICIIAWithKVCache, MobileNetV2Features, forward_flops
 from dcx.models.mobilenetv2 import mobilenet_v2_imagenet
 from dcx.programs import DeviceProgram, freeze
-from dcx.recipes import DataUsed, Predict, TrainedModules, register_recipe, register_variant
+from dcx.methods import DataUsed, Predict, TrainedModules, register_recipe, register_variant
 from dcx.training import fit, predict, seed_everything
 
 
