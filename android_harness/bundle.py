@@ -3,8 +3,9 @@
 An Android phone's bionic libc cannot start a glibc program, but glibc's own
 loader can, given the folder that holds the libraries:
 ``./ld-linux-aarch64.so.1 --library-path . ./dcx_runner ...``. The same folder
-runs under ``qemu-aarch64`` on the host with no ``-L``. ``runtimes/native/build.sh``
-assembles it into ``build/native/bundle`` by running this file; targets push it.
+runs under ``qemu-aarch64`` on the host with no ``-L``. ``dcx build aarch64``
+(``build.py`` beside this file) assembles it into ``native_build_dir()/bundle``, and so does
+``runtimes/native/build.sh`` by running this file; targets push it.
 Kernel libraries are not part of it: they travel with the artifacts that need
 them (``requires.kernel_libraries`` in the manifest), and need nothing the
 runner does not.
@@ -25,8 +26,6 @@ LOADER = "ld-linux-aarch64.so.1"
 RUNNER = "dcx_runner"
 MANIFEST = "bundle.json"
 READELF = "aarch64-linux-gnu-readelf"
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_BUNDLE = REPO / "build" / "native" / "bundle"
 
 
 def launch_command(program: str = RUNNER) -> list[str]:
@@ -101,17 +100,20 @@ def assemble(runner: Path, out: Path, search: list[Path]) -> dict:
     return manifest
 
 
-def read_manifest(bundle: Path = DEFAULT_BUNDLE) -> dict:
+def read_manifest(bundle: Path) -> dict:
     """The manifest of a built bundle; raises DcxError naming the folder and the fix if there is none."""
     path = Path(bundle) / MANIFEST
     if not path.is_file():
         from dcx.errors import DcxError
+        from dcx.kernels.library import CHECKOUT
 
-        raise DcxError(f"{bundle}: no aarch64 runner bundle there: run `bash runtimes/native/build.sh`")
+        fix = "bash runtimes/native/build.sh` (or `dcx build aarch64" if CHECKOUT else "dcx build aarch64"
+        raise DcxError(f"{bundle}: no aarch64 runner bundle there: run `{fix}`")
     return json.loads(path.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python android_harness/bundle.py --runner R --out DIR --search D...``: what runtimes/native/build.sh runs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runner", type=Path, required=True, help="the aarch64 dcx_runner")
     parser.add_argument("--out", type=Path, required=True, help="the bundle folder (replaced)")

@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from dcx.recipes import get_program, get_recipe, recipe_names
+from dcx.methods import get_program, get_recipe, recipe_names
 from dcx.errors import DcxError
 
 

@@ -112,7 +112,7 @@ def test_inference_matches_pybindings(exported, tmp_path, target, program):
     libs = kernel_libraries(t, entry)
     assert bool(libs) == program.endswith("+fused")
     if libs:
-        from dcx.kernels import load_executorch_kernels
+        from dcx.kernels.partitioned_linear import load_executorch_kernels
 
         load_executorch_kernels()  # the pybindings need the host kernels too
     run = run_artifact(t, model, reference, tmp_path, kernel_libs=libs, iterations=3, warmup=1)

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from dcx.errors import DcxError
-from dcx.simulate.command import simulate_cmd  # click only: torch is imported when it runs
+from dcx.simulate.cli import simulate_cmd  # click only: torch is imported when it runs
 
 BACKEND_PACKAGES = ("torch", "executorch", "tensorflow-cpu", "ai-edge-litert", "coremltools", "onnx",
                     "onnxruntime", "flwr", "ray", "numpy")
@@ -24,10 +24,20 @@ def cli() -> None:
 
 @cli.command()
 def info() -> None:
-    """Versions of every backend found, and which datasets are present."""
+    """The registered backends, methods and targets; the versions of the packages behind them; the datasets."""
+    from dcx.backends import formats, get_runtime
     from dcx.data import fashion_mnist, movielens
+    from dcx.kernels.library import CHECKOUT
+    from dcx.methods import recipe_names
     from dcx.models import mobilenetv2
+    from dcx.targets import target_kinds
+    from dcx.targets.host import native_build_dir
 
+    for fmt in formats():
+        reason = get_runtime(fmt).available()
+        click.echo(f"backend {fmt:<12} {'runs here' if reason is None else 'exports here; ' + reason.split(';')[0]}")
+    click.echo(f"methods          {', '.join(recipe_names())}")
+    click.echo(f"targets          {', '.join(target_kinds())}")
     for pkg in BACKEND_PACKAGES:
         try:
             version = importlib.metadata.version(pkg)
@@ -41,10 +51,34 @@ def info() -> None:
     try:
         mobilenetv2.imagenet_weights_path()
         checks["mobilenet_v2 imagenet"] = (True, "")
-    except DcxError as e:
-        checks["mobilenet_v2 imagenet"] = (False, str(e))
+    except DcxError:
+        checks["mobilenet_v2 imagenet"] = (False, mobilenetv2.WEIGHTS_HINT)
     for name, (ok, hint) in checks.items():
         click.echo(f"{name:<22} {'present' if ok else 'MISSING: ' + hint}")
+    bundle = native_build_dir() / "bundle"
+    fix = "bash runtimes/native/build.sh, or dcx build aarch64" if CHECKOUT else "dcx build aarch64"
+    click.echo(f"{'aarch64 bundle':<22} "
+               f"{'present' if (bundle / 'bundle.json').is_file() else 'MISSING: ' + fix} ({bundle}; targets qemu, adb)")
+
+
+@cli.command("build")
+@click.argument("arch", type=click.Choice(["aarch64"]))
+@click.option("--out", type=click.Path(file_okay=False), help="build root (default: the checkout's build/, or for an "
+              "installed package the per-user cache where the qemu and adb targets look)")
+def build_cmd(arch: str, out: str | None) -> None:
+    """Cross-compile the kernel libraries and the native runner for ARCH and assemble the runner bundle that the qemu
+    and adb targets push (needs the Debian cross compilers; says which when they are missing)."""
+    from dcx.android.build import build_aarch64  # the android harness sits above every layer but this CLI
+    from dcx.kernels.library import SOURCE_ROOT, build_root
+    from dcx.targets.build import BuildError
+
+    root = Path(out) if out else build_root()
+    try:
+        manifest = build_aarch64(SOURCE_ROOT, root, progress=lambda s: click.echo(s, err=True))
+    except BuildError as e:
+        raise DcxError(str(e)) from None
+    click.echo(f"bundle: {len(manifest['files'])} files, {manifest['bytes'] / 2**20:.1f} MiB -> "
+               f"{root / 'native' / 'bundle'} (targets: qemu, adb)")
 
 
 def _set_option(f):
@@ -58,7 +92,7 @@ def _set_option(f):
 @click.option("--config", "show_config", is_flag=True, help="also print each recipe's config fields and defaults")
 def recipes(seed: int, as_json: bool, show_config: bool) -> None:
     """The recipes and their device programs, with parameter counts and FLOPs."""
-    from dcx.recipes import config_as_json, get_recipe, recipe_names
+    from dcx.methods import config_as_json, get_recipe, recipe_names
 
     described = []
     for recipe in map(get_recipe, recipe_names()):
@@ -96,9 +130,9 @@ def train(recipe_name: str, out: str, quick: bool, seed: int, settings: tuple[st
     """Run a recipe's cloud phase on its real data and write a checkpoint folder."""
     import torch
 
-    from dcx.checkpoint import INDEX, write_checkpoint
+    from dcx.methods.checkpoint import INDEX, write_checkpoint
     from dcx.fileio import check_replaceable, check_writable_folder
-    from dcx.recipes import get_recipe, parse_overrides
+    from dcx.methods import get_recipe, parse_overrides
 
     torch.set_num_threads(1)
     recipe = get_recipe(recipe_name, quick=quick, **parse_overrides(recipe_name, settings))
@@ -124,7 +158,7 @@ def evaluate(recipe_name: str, seed: int, settings: tuple[str, ...], json_path: 
     """Run the methods end to end on their real data (built-in CI-sized defaults) and print their metrics."""
     import torch
 
-    from dcx.recipes import parse_overrides, resolve_recipes
+    from dcx.methods import parse_overrides, resolve_recipes
     from dcx.stamp import current_stamp, stamp_line
 
     if settings and recipe_name == "all":
@@ -170,9 +204,9 @@ def export_cmd(recipe_name: str | None, checkpoint: str | None, fmt: str, out: s
                fast_training: bool, seed: int, user: int | None, reference_steps: int,
                settings: tuple[str, ...]) -> None:
     """Export a recipe's device programs (trained from --checkpoint, or initialised) to artifacts + references."""
-    from dcx.export import ExportOptions
-    from dcx.export.pipeline import export_recipe
-    from dcx.recipes import parse_overrides
+    from dcx.backends.executorch.options import ExecuTorchOptions
+    from dcx.methods.export import export_recipe
+    from dcx.methods import parse_overrides
 
     overrides = {}
     if settings:
@@ -182,7 +216,7 @@ def export_cmd(recipe_name: str | None, checkpoint: str | None, fmt: str, out: s
         overrides = parse_overrides(name, settings)
     summary = export_recipe(recipe_name, fmt, Path(out), checkpoint=Path(checkpoint) if checkpoint else None,
                             seed=seed, overrides=overrides, user=user, force=force,
-                            options=ExportOptions(fused_kernels=fused_kernels, fast_training=fast_training),
+                            options={"executorch": ExecuTorchOptions(fused_kernels=fused_kernels, fast_training=fast_training)},
                             reference_steps=reference_steps,
                             progress=lambda s: click.echo(s, err=True))
     click.echo(f"exported {len(summary.written)} artifacts to {out} "
@@ -194,7 +228,7 @@ def export_cmd(recipe_name: str | None, checkpoint: str | None, fmt: str, out: s
 
 
 def _checkpoint_recipe(checkpoint: str) -> str:
-    from dcx.checkpoint import read_checkpoint
+    from dcx.methods.checkpoint import read_checkpoint
 
     return read_checkpoint(Path(checkpoint)).recipe
 
@@ -274,8 +308,8 @@ def profile_cmd(out: str, target_spec: str, programs: str | None, iterations: in
 class LazyGroup(click.Group):
     """Subcommands defined next to what they measure, imported only when invoked (keeps `dcx --help` fast)."""
 
-    lazy = {"kernels": "dcx.kernels.bench:bench_kernels", "training": "dcx.kernels.bench_training:bench_training",
-            "simulate": "dcx.simulate.bench:bench_simulate"}
+    lazy = {"kernels": "dcx.bench.kernels:bench_kernels", "training": "dcx.bench.training:bench_training",
+            "simulate": "dcx.bench.simulate:bench_simulate"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -370,7 +404,7 @@ def bench_verify_cmd(recipes: str | None, json_path: str | None, markdown_path: 
     """Every recipe and variant exported with default options and verified at the default steps and batch; exits
     non-zero when any artifact fails."""
     from dcx.bench.verify import bench_verify, markdown
-    from dcx.recipes import get_recipe
+    from dcx.methods import get_recipe
 
     names = [n.strip() for n in recipes.split(",")] if recipes else None
     for name in names or []:

@@ -18,20 +18,35 @@ from typing import Iterator
 
 from dcx.errors import DcxError
 from dcx.fileio import os_errors, write_atomic
-from dcx.targets import RunRequest, RunResult
+from dcx.kernels.library import CHECKOUT, SOURCE_ROOT, build_root
+from dcx.targets import RunRequest, RunResult, register_target
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = "runtimes/native/build.sh"
 
 
 def native_build_dir() -> Path:
-    """build/native (``DCX_NATIVE_BUILD_DIR`` overrides it): host/, aarch64/ and bundle/ of runtimes/native."""
-    return Path(os.environ.get("DCX_NATIVE_BUILD_DIR", REPO_ROOT / "build" / "native"))
+    """build/native (``DCX_NATIVE_BUILD_DIR`` overrides it): host/, aarch64/ and bundle/ of runtimes/native.
+    For an installed package: aarch64/ and bundle/ as ``dcx build aarch64`` builds them (``build_root()``);
+    its host/ is inside the package (``host_build_dir``)."""
+    override = os.environ.get("DCX_NATIVE_BUILD_DIR")
+    return Path(override) if override else build_root() / "native"
+
+
+def host_build_dir() -> Path:
+    """Where the host runner and the qemu instruction-count plugin are: ``native_build_dir()/host``, or in an
+    installed package the build its wheel carries."""
+    if CHECKOUT or os.environ.get("DCX_NATIVE_BUILD_DIR"):
+        return native_build_dir() / "host"
+    return SOURCE_ROOT / "build" / "native" / "host"
 
 
 def require_built(path: Path, what: str) -> Path:
     if not path.exists():
-        raise DcxError(f"{path} is missing ({what}): run `bash {BUILD_SCRIPT}`")
+        if CHECKOUT:
+            fix = f"run `bash {BUILD_SCRIPT}`"
+        else:
+            fix = "reinstall dcx: its wheel carries it" if path.is_relative_to(SOURCE_ROOT) else "run `dcx build aarch64`"
+        raise DcxError(f"{path} is missing ({what}): {fix}")
     return path
 
 
@@ -85,7 +100,7 @@ def pull(request: RunRequest, work: Path, local_dir: Path) -> dict[str, Path]:
 
 
 class HostTarget:
-    """Runs ``build/native/host/dcx_runner`` (or a pushed host program) on this machine."""
+    """Runs the host ``dcx_runner`` (``host_build_dir``) or a pushed host program on this machine."""
 
     name = "host"
     emulated = False
@@ -95,9 +110,11 @@ class HostTarget:
         with scratch_folder() as work:
             push(request, work)
             if request.program == "dcx_runner":
-                program = str(require_built(native_build_dir() / "host" / "dcx_runner", "the host native runner"))
+                program = str(require_built(host_build_dir() / "dcx_runner", "the host native runner"))
             else:
                 program = str(inside_folder(work, request.program))
             proc = execute([program, *request.args], work, request, self.name)
             return RunResult(proc.stdout, proc.stderr, proc.returncode, pull(request, work, local_dir))
 
+
+register_target("host", lambda serial: HostTarget())
