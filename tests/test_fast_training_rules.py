@@ -12,26 +12,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-pytest.importorskip("executorch")
-
-from dcx.kernels import training  # noqa: E402
-
-if not training.is_built():
-    pytest.skip(f"the dcx training kernels are not built: {training.load_error()}", allow_module_level=True)
-
-from dcx.backends.executorch.passes.fast_training import PHASES, FastTraining, Phase  # noqa: E402
-from dcx.backends.executorch.passes.fast_training.conv import ConvBackward, ConvForward  # noqa: E402
-from dcx.backends.executorch.passes.fast_training.conv_bn import (  # noqa: E402
+from dcx.backends.executorch.passes.fast_training import PHASES, FastTraining, Phase
+from dcx.backends.executorch.passes.fast_training.conv import ConvBackward, ConvForward
+from dcx.backends.executorch.passes.fast_training.conv_bn import (
     ConvBnBackward, ConvBnForward, FrozenBatchNormBackward)
-from dcx.backends.executorch.passes.fast_training.embedding import EmbeddingBackward  # noqa: E402
-from dcx.backends.executorch.passes.fast_training.layer_norm import LayerNormBackward  # noqa: E402
-from dcx.backends.executorch.passes.fast_training.linear import LinearBackward, LinearForward  # noqa: E402
-from dcx.backends.executorch.passes.fast_training.losses import BinaryCrossEntropy, CrossEntropy  # noqa: E402
-from dcx.backends.executorch.passes.fast_training.mask import ReluMask  # noqa: E402
-from dcx.backends.executorch.passes.fast_training.mean import GlobalMean, GlobalMeanBackward  # noqa: E402
-from dcx.backends.executorch.passes.fast_training.pool import Pool2d  # noqa: E402
-from dcx.backends.executorch.passes.fast_training.transposes import DoubleTranspose  # noqa: E402
-from dcx.passes.graph_capture import capture_module, joint_graph  # noqa: E402
+from dcx.backends.executorch.passes.fast_training.embedding import EmbeddingBackward
+from dcx.backends.executorch.passes.fast_training.layer_norm import LayerNormBackward
+from dcx.backends.executorch.passes.fast_training.linear import LinearBackward, LinearForward
+from dcx.backends.executorch.passes.fast_training.losses import BinaryCrossEntropy, CrossEntropy
+from dcx.backends.executorch.passes.fast_training.mask import ReluMask
+from dcx.backends.executorch.passes.fast_training.mean import GlobalMean, GlobalMeanBackward
+from dcx.backends.executorch.passes.fast_training.pool import Pool2d
+from dcx.backends.executorch.passes.fast_training.transposes import DoubleTranspose
+from dcx.passes.graph_capture import capture_module, joint_graph
+
+@pytest.fixture(scope="module", autouse=True)
+def kernels_loaded(kernels_build):
+    """The set-up builds the kernels: one that did not load fails here instead of skipping."""
+    from dcx.kernels import training
+
+    assert training.is_built(), f"the dcx training kernels did not load: {training.load_error()}"
+
 
 N = 6  # batch
 

@@ -10,8 +10,8 @@ import pytest
 from dcx.readme import GENERATED, GeneratedFile, check_generated
 from dcx.stamp import Stamp, stamp_line
 
-BENCH = GeneratedFile("benchmarks/step.md", "dcx bench step --markdown benchmarks/step.md", ("src/kernel.c",))
-OTHER = GeneratedFile("benchmarks/other.md", "dcx bench other", ("src/other.c",))
+BENCH = GeneratedFile("results/step.md", "dcx bench step --markdown results/step.md", ("src/kernel.c",))
+OTHER = GeneratedFile("results/other.md", "dcx bench other", ("src/other.c",))
 
 
 def git(root: Path, *args: str) -> str:
@@ -42,7 +42,7 @@ def repo(tmp_path: Path) -> tuple[Path, str]:
 
 def test_a_file_measured_at_the_last_change_of_its_code_passes(repo):
     root, code = repo
-    commit(root, {"benchmarks/step.md": generated(code), "benchmarks/other.md": generated(code)}, "results")
+    commit(root, {"results/step.md": generated(code), "results/other.md": generated(code)}, "results")
     assert check_generated(root, (BENCH, OTHER)) == []
     commit(root, {"src/unrelated.txt": "x"}, "a change that no benchmark declares")
     assert check_generated(root, (BENCH, OTHER)) == []
@@ -50,11 +50,11 @@ def test_a_file_measured_at_the_last_change_of_its_code_passes(repo):
 
 def test_a_file_older_than_the_code_it_measures_fails_naming_the_file_and_the_path(repo):
     root, code = repo
-    commit(root, {"benchmarks/step.md": generated(code), "benchmarks/other.md": generated(code)}, "results")
+    commit(root, {"results/step.md": generated(code), "results/other.md": generated(code)}, "results")
     change = commit(root, {"src/kernel.c": "v2"}, "faster kernel")
     (problem,) = check_generated(root, (BENCH, OTHER))
-    assert problem.startswith("benchmarks/step.md: ") and "src/kernel.c" in problem and change[:12] in problem
-    assert "rerun `dcx bench step --markdown benchmarks/step.md`" in problem
+    assert problem.startswith("results/step.md: ") and "src/kernel.c" in problem and change[:12] in problem
+    assert "rerun `dcx bench step --markdown results/step.md`" in problem
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -64,28 +64,28 @@ def test_a_file_older_than_the_code_it_measures_fails_naming_the_file_and_the_pa
 ])
 def test_a_missing_dirty_or_foreign_stamp_fails(repo, text, needle):
     root, code = repo
-    commit(root, {"benchmarks/step.md": text or generated(code, dirty=True), "benchmarks/other.md": generated(code)},
+    commit(root, {"results/step.md": text or generated(code, dirty=True), "results/other.md": generated(code)},
            "results")
     (problem,) = check_generated(root, (BENCH, OTHER))
-    assert problem.startswith("benchmarks/step.md: ") and needle in problem
+    assert problem.startswith("results/step.md: ") and needle in problem
 
 
 def test_two_files_with_different_verdicts_for_one_target_fail(repo):
     root, code = repo
     met = "```\nverdict: dcccl_mnv2.train 2x-eager: met\nverdict: dcccl_mnv2.train faster-than-mnn: n/a\n```"
     not_met = "```\nverdict: dcccl_mnv2.train 2x-eager: not met\nverdict: dcccl_mnv2.train faster-than-mnn: met\n```"
-    commit(root, {"benchmarks/step.md": generated(code, met), "benchmarks/other.md": generated(code, not_met)}, "r")
+    commit(root, {"results/step.md": generated(code, met), "results/other.md": generated(code, not_met)}, "r")
     (problem,) = check_generated(root, (BENCH, OTHER))  # n/a against met is no disagreement
     assert problem.startswith("dcccl_mnv2.train 2x-eager: ")
-    assert "met in benchmarks/step.md" in problem and "not met in benchmarks/other.md" in problem
+    assert "met in results/step.md" in problem and "not met in results/other.md" in problem
 
 
 def test_a_declared_path_that_matches_nothing_fails(repo):
     root, code = repo
-    commit(root, {"benchmarks/step.md": generated(code)}, "results")
+    commit(root, {"results/step.md": generated(code)}, "results")
     typo = GeneratedFile(BENCH.path, BENCH.command, ("src/kernel.cc",))
     (problem,) = check_generated(root, (typo,))
-    assert problem.startswith("benchmarks/step.md: declares src/kernel.cc, which matches no file")
+    assert problem.startswith("results/step.md: declares src/kernel.cc, which matches no file")
 
 
 def test_every_declared_path_and_file_exists():
