@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dcx.kernels.errors import KernelError, KernelsNotBuilt
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # kernels/python/library.py -> the repository root (dcx.paths uses it)
 BUILD_SCRIPT = REPO_ROOT / "kernels" / "build.sh"
 CHECKOUT = BUILD_SCRIPT.is_file()  # running from a development checkout (an editable install included)
 # The repository root of the native code: the checkout, or the miniature of it an installed wheel carries
