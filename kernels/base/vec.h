@@ -1,4 +1,5 @@
-/* 8-lane float vectors (GCC/Clang vector extensions) and the scalar helpers every kernel family uses.
+/* 8-lane float vectors and their int32 masks (GCC/Clang vector extensions) and the scalar helpers every
+ * kernel family uses.
  *
  * Loads and stores go through memcpy, so any float pointer will do (no alignment needed); the compiler
  * turns them into the vector moves of the ISA each build is compiled for. */
@@ -11,6 +12,7 @@
 #define DCX_INLINE static inline __attribute__((always_inline))
 
 typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 
 DCX_INLINE v8f ld8(const float* p) {
   v8f v;
@@ -23,6 +25,10 @@ DCX_INLINE v8f splat8(float s) { return (v8f){s, s, s, s, s, s, s, s}; }
 DCX_INLINE float hsum8(v8f v) {
   return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
+
+/* x (a float, double or v8f) rounded to its type here: keeps -ffp-contract=fast from fusing a product
+ * into the addition after it, where the arithmetic a kernel matches (PyTorch's separate ops) rounds it. */
+#define DCX_ROUNDED(x) __extension__({ __typeof__(x) r_ = (x); __asm__("" : "+m"(r_)); r_; })
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }

@@ -9,5 +9,5 @@
 #include "training/gemm/op_linear-impl.h"
 #include "training/loss/op_loss-impl.h"
 #include "training/norm/op_norm-impl.h"
+#include "training/optim/op_optim-impl.h"
 #include "training/pool/op_pool2d-impl.h"
-#include "training/sgd/op_sgd-impl.h"

@@ -1,7 +1,6 @@
 /* The vector helpers and row reductions every training kernel family shares (one build per ISA,
  * included by training-impl.h before the families). */
 
-typedef int32_t v8i __attribute__((vector_size(32)));
 /* r[i][j] <- r[j][i]: an 8 x 8 block of floats transposed in registers */
 DCX_INLINE void transpose8(v8f r[8]) {
   v8f t[8], u[8];

@@ -16,7 +16,7 @@
 #include "training/rows-impl.h"
 #include "training/gemm/gemm-impl.h"
 #include "training/activation/activation-impl.h"
-#include "training/sgd/sgd-impl.h"
+#include "training/optim/optim-impl.h"
 #include "training/loss/loss-impl.h"
 #include "training/norm/norm-impl.h"
 #include "training/embedding/embedding-impl.h"

@@ -15,7 +15,7 @@
 #include "training/gemm/gemm.h"
 #include "training/loss/loss.h"
 #include "training/norm/norm.h"
+#include "training/optim/optim.h"
 #include "training/pool/pool.h"
-#include "training/sgd/sgd.h"
 
 #endif

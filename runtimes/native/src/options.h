@@ -22,7 +22,7 @@ struct Options {
   bool verbose = false;
 };
 
-constexpr const char* kRunnerVersion = "0.1.0";  // bump when the CLI or the JSON result changes
+constexpr const char* kRunnerVersion = "0.2.0";  // bump when the CLI, the JSON result or the outputs file changes
 constexpr int kDefaultIterations = 20;
 constexpr int kDefaultWarmup = 3;
 

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +25,7 @@
 #include "runtime_log.h"
 #include "safetensors.h"
 #include "threadpool_abi.h"
+#include "training/optim/optim.h"
 
 namespace dcx {
 
@@ -88,11 +90,28 @@ bool readable_file(const std::string& path) {
 
 // ---------------------------------------------------------------- the reference
 
+// The optimizer of a training reference (metadata optimizer.*, written from dcx.optim.Spec): torch.optim's
+// SGD (momentum, Nesterov, weight decay), Adam or AdamW.
+struct OptimizerSpec {
+  std::string type = "sgd";  // "sgd", "adam" or "adamw"
+  double lr = 0, momentum = 0, weight_decay = 0, beta1 = 0, beta2 = 0, eps = 0;
+  bool nesterov = false;
+
+  bool adam() const { return type != "sgd"; }
+  // the state it keeps per parameter, named as torch.optim names it
+  std::vector<std::string> slots() const {
+    if (adam()) return {"exp_avg", "exp_avg_sq"};
+    return momentum != 0 ? std::vector<std::string>{"momentum_buffer"} : std::vector<std::string>{};
+  }
+};
+
 struct Reference {
   std::optional<st::File> file;
   std::optional<std::string> program, kind;
   std::vector<std::string> inputs, outputs;
+  std::vector<std::string> state;  // the program's state buffers, returned right after the loss
   std::optional<double> lr;
+  std::optional<OptimizerSpec> optimizer;  // absent in references older than optimizer.type: plain SGD at lr
   std::optional<int> steps;
 
   const std::string& path() const { return file->path(); }
@@ -115,7 +134,8 @@ struct Reference {
     };
     r.program = text("program");
     r.kind = text("kind");
-    for (auto [key, list] : {std::pair{"inputs", &r.inputs}, std::pair{"outputs", &r.outputs}}) {
+    for (auto [key, list] : {std::pair{"inputs", &r.inputs}, std::pair{"outputs", &r.outputs},
+                             std::pair{"state", &r.state}}) {
       if (auto v = text(key)) {
         try {
           *list = json::parse_string_list(*v);
@@ -125,11 +145,42 @@ struct Reference {
       }
     }
     if (r.inputs.empty()) bad("inputs", "is missing or empty: re-export the artifact");
-    if (auto v = text("lr")) {
+    // a finite number that `valid` takes (`wanted` says which), or `fallback` when the key is absent
+    auto number = [&](const char* key, const char* wanted, bool (*valid)(double),
+                      std::optional<double> fallback = std::nullopt) -> double {
+      const std::optional<std::string> v = text(key);
+      if (!v && fallback) return *fallback;
+      if (!v) bad(key, "is missing");
       char* end = nullptr;
-      double lr = std::strtod(v->c_str(), &end);
-      if (end == v->c_str() || *end != '\0' || !(lr > 0)) bad("lr", "is not a positive number: '" + *v + "'");
-      r.lr = lr;
+      const double x = std::strtod(v->c_str(), &end);
+      if (end == v->c_str() || *end != '\0' || !std::isfinite(x) || !valid(x))
+        bad(key, std::string("is not ") + wanted + ": '" + *v + "'");
+      return x;
+    };
+    constexpr auto positive = [](double x) { return x > 0; };
+    constexpr auto non_negative = [](double x) { return x >= 0; };
+    constexpr auto below_one = [](double x) { return x >= 0 && x < 1; };
+    if (text("lr")) r.lr = number("lr", "a positive number", positive);
+    if (auto type = text("optimizer.type")) {
+      OptimizerSpec o;
+      o.type = *type;
+      if (o.type != "sgd" && o.type != "adam" && o.type != "adamw")
+        bad("optimizer.type", "is not sgd, adam or adamw: '" + *type + "'");
+      o.lr = number("optimizer.lr", "a positive number", positive);
+      o.weight_decay = number("optimizer.weight_decay", "a number >= 0", non_negative, 0.0);
+      if (o.adam()) {
+        o.beta1 = number("optimizer.beta1", "a number in [0, 1)", below_one);
+        o.beta2 = number("optimizer.beta2", "a number in [0, 1)", below_one);
+        o.eps = number("optimizer.eps", "a positive number", positive);
+      } else {
+        o.momentum = number("optimizer.momentum", "a number in [0, 1)", below_one, 0.0);
+        const std::string nesterov = text("optimizer.nesterov").value_or("false");
+        if (nesterov != "true" && nesterov != "false")
+          bad("optimizer.nesterov", "is not true or false: '" + nesterov + "'");
+        o.nesterov = nesterov == "true";
+        if (o.nesterov && o.momentum == 0) bad("optimizer.nesterov", "is true with optimizer.momentum 0");
+      }
+      r.optimizer = o;
     }
     if (auto v = text("steps")) {
       char* end = nullptr;
@@ -252,12 +303,15 @@ class Program {
     return std::move(*out);
   }
 
-  // The training layout: parameter names and where gradients and parameters start in the outputs.
+  // The training layout: the outputs are [loss, state (k), gradients (n), parameters (n)]; parameter names,
+  // k, and where gradients and parameters start.
   struct TrainingLayout {
     std::vector<std::string> names;
-    size_t gradients, parameters;
+    size_t state, gradients, parameters;
   };
 
+  // The state buffers are what the outputs hold beyond the loss, gradients and parameters. The index methods
+  // also count the graph's k buffer-mutation outputs, which the runtime does not return: less k each.
   TrainingLayout training_layout() {
     TrainingLayout layout;
     auto fqn = run_helper(kTrainingFqn);
@@ -265,11 +319,13 @@ class Program {
       if (!v.isString()) fail(kExitLoad, "--model " + options_.model + ": " + kTrainingFqn + options_.method + " returned a non-string");
       layout.names.emplace_back(v.toString());
     }
-    layout.gradients = helper_index(kTrainingGradientsIndex);
-    layout.parameters = helper_index(kTrainingParametersIndex);
-    const size_t n = layout.names.size();
-    if (layout.parameters != layout.gradients + n || layout.parameters + n != meta_->num_outputs())
-      fail(kExitLoad, "--model " + options_.model + ": training outputs do not follow loss, gradients, parameters");
+    const size_t n = layout.names.size(), outputs = meta_->num_outputs();
+    layout.state = outputs >= 1 + 2 * n ? outputs - 1 - 2 * n : 0;
+    layout.gradients = helper_index(kTrainingGradientsIndex) - layout.state;
+    layout.parameters = helper_index(kTrainingParametersIndex) - layout.state;
+    if (layout.gradients != 1 + layout.state || layout.parameters != layout.gradients + n ||
+        layout.parameters + n != outputs)
+      fail(kExitLoad, "--model " + options_.model + ": training outputs do not follow loss, state, gradients, parameters");
     return layout;
   }
 
@@ -397,19 +453,60 @@ void infer(Program& program, const Options& o, const Reference& ref, json::Write
   write_latency(w, samples);
 }
 
-// Plain SGD on the program's own parameter tensors: p -= lr * g, in float32 as PyTorch computes it.
-void sgd_step(const std::vector<EValue>& out, const Program::TrainingLayout& layout, float lr) {
-  for (size_t k = 0; k < layout.names.size(); ++k) {
-    Tensor param = out[layout.parameters + k].toTensor();
-    const Tensor grad = out[layout.gradients + k].toTensor();
-    if (param.scalar_type() != ScalarType::Float || grad.scalar_type() != ScalarType::Float ||
-        param.numel() != grad.numel())
-      fail(kExitRun, "parameter " + layout.names[k] + " or its gradient is not float32 of one shape");
-    float* p = param.mutable_data_ptr<float>();
-    const float* g = grad.const_data_ptr<float>();
-    for (ssize_t j = 0; j < param.numel(); ++j) p[j] = p[j] - lr * g[j];
+// The optimizer stepping the program's own parameter tensors (its outputs) with dcx's fused update kernels
+// (kernels/training/optim), which compute in float32 as torch.optim does. Its per-parameter state starts at
+// zero, as torch.optim's does, and lives here from step to step.
+class Optimizer {
+ public:
+  Optimizer(OptimizerSpec spec, const Program::TrainingLayout& layout) : spec_(std::move(spec)), layout_(layout) {}
+
+  void step(const std::vector<EValue>& out) {
+    ++steps_;
+    for (size_t k = 0; k < layout_.names.size(); ++k) {
+      Tensor param = out[layout_.parameters + k].toTensor();
+      const Tensor grad = out[layout_.gradients + k].toTensor();
+      if (param.scalar_type() != ScalarType::Float || grad.scalar_type() != ScalarType::Float ||
+          param.numel() != grad.numel())
+        fail(kExitRun, "parameter " + layout_.names[k] + " or its gradient is not float32 of one shape");
+      if (slots_.size() == k) slots_.emplace_back(spec_.slots().size(), std::vector<float>(param.numel(), 0.0f));
+      std::vector<std::vector<float>>& s = slots_[k];
+      float* p = param.mutable_data_ptr<float>();
+      const float* g = grad.const_data_ptr<float>();
+      const int64_t n = param.numel();
+      const float lr = static_cast<float>(spec_.lr);
+      int rc;
+      if (spec_.adam())
+        rc = training_adam_update(p, g, s[0].data(), s[1].data(), n, spec_.lr, spec_.beta1, spec_.beta2, spec_.eps,
+                                  spec_.weight_decay, spec_.type == "adamw", steps_);
+      else if (spec_.momentum == 0 && spec_.weight_decay == 0)
+        rc = training_sgd_update(p, g, n, lr);
+      else
+        rc = training_sgd_momentum_update(p, g, s.empty() ? nullptr : s[0].data(), n, lr,
+                                          static_cast<float>(spec_.momentum), spec_.nesterov,
+                                          static_cast<float>(spec_.weight_decay), steps_ == 1);
+      if (rc != DCX_OK)
+        fail(kExitRun, "the " + spec_.type + " update of " + layout_.names[k] + " failed: " + dcx_strerror(rc));
+    }
   }
-}
+
+  // optim/final/<parameter>/<slot>, each of its parameter's shape (from the last outputs)
+  void write(st::Writer& outputs, const std::vector<EValue>& out) const {
+    const std::vector<std::string> names = spec_.slots();
+    for (size_t k = 0; k < slots_.size(); ++k) {
+      const Tensor param = out[layout_.parameters + k].toTensor();
+      for (size_t j = 0; j < names.size(); ++j)
+        outputs.add("optim/final/" + layout_.names[k] + "/" + names[j], st::DType::F32,
+                    std::vector<int64_t>(param.sizes().begin(), param.sizes().end()), slots_[k][j].data(),
+                    slots_[k][j].size() * sizeof(float));
+    }
+  }
+
+ private:
+  const OptimizerSpec spec_;
+  const Program::TrainingLayout& layout_;
+  std::vector<std::vector<std::vector<float>>> slots_;  // [parameter][slot][element]
+  int64_t steps_ = 0;
+};
 
 // Training: every step runs forward+backward on the next batch and updates the parameters.
 void train(Program& program, const Options& o, const Reference& ref, json::Writer& w, st::Writer& outputs) {
@@ -417,11 +514,17 @@ void train(Program& program, const Options& o, const Reference& ref, json::Write
     fail(kExitUsage, std::string(o.warmup ? "--warmup" : "--iterations") + ": " + o.model +
                          " is a training program: every step trains, use --train-steps");
   if (ref.file && !ref.steps) fail(kExitLoad, "--reference " + ref.path() + ": metadata 'steps' is missing");
-  const std::optional<double> lr = o.lr ? o.lr : ref.lr;
-  if (!lr) fail(kExitUsage, "--lr: required for a training program without a reference that gives lr");
+  OptimizerSpec spec = ref.optimizer.value_or(OptimizerSpec{});
+  if (o.lr) spec.lr = *o.lr;
+  else if (!ref.optimizer && ref.lr) spec.lr = *ref.lr;
+  if (!(spec.lr > 0)) fail(kExitUsage, "--lr: required for a training program without a reference that gives lr");
   const int steps = o.train_steps.value_or(ref.steps.value_or(0));
   if (steps < 1) fail(kExitUsage, "--train-steps: required for a training program without a reference");
   const auto layout = program.training_layout();
+  if (ref.file && layout.state != ref.state.size())
+    fail(kExitLoad, "--reference " + ref.path() + ": lists " + std::to_string(ref.state.size()) +
+                        " state buffers in its metadata 'state', the program returns " + std::to_string(layout.state));
+  Optimizer optimizer(spec, layout);
   std::vector<InputSet> batches;
   for (int b = 0; b < ref.steps.value_or(1); ++b)
     batches.push_back(make_inputs(program, ref, "batch/" + std::to_string(b) + "/"));
@@ -434,20 +537,23 @@ void train(Program& program, const Options& o, const Reference& ref, json::Write
     const Tensor loss = out[0].toTensor();
     if (loss.scalar_type() != ScalarType::Float || loss.numel() != 1) fail(kExitRun, "the loss is not a float32 scalar");
     losses.push_back(loss.const_data_ptr<float>()[0]);
-    sgd_step(out, layout, static_cast<float>(*lr));
+    optimizer.step(out);
     const double ms = watch.ms();
     total_ms += ms;
     if (step == 0) w.value("first_ms", ms);
     else samples.push_back(ms);
-    if (step + 1 == steps)
+    if (step + 1 == steps) {
       for (size_t k = 0; k < layout.names.size(); ++k)
         add_tensor(outputs, "param/final/" + layout.names[k], out[layout.parameters + k].toTensor());
+      optimizer.write(outputs, out);
+      for (size_t i = 0; i < ref.state.size(); ++i) add_tensor(outputs, "state/final/" + ref.state[i], out[1 + i].toTensor());
+    }
   }
   outputs.add("loss", st::DType::F64, {static_cast<int64_t>(losses.size())}, losses.data(),
               losses.size() * sizeof(double));
   w.value("warmup", 0).value("iterations", samples.size());
   write_latency(w, samples);
-  w.value("train_steps", steps).value("lr", *lr).value("steps_per_s", steps / (total_ms / 1000.0));
+  w.value("train_steps", steps).value("lr", spec.lr).value("steps_per_s", steps / (total_ms / 1000.0));
   w.begin_array("losses");
   for (double l : losses) w.element(l);
   w.end_array().begin_array("parameters");

@@ -76,7 +76,9 @@ def bench_device(target: Target, *, programs: Sequence[str] | None = None, itera
                     warmup=None if training else 1, train_steps=reference.steps if training else None)
             on_target, on_host = runs[target.name], runs[host.name]
             if training:
-                expected = {"loss": reference.losses, **{f"param/final/{n}": w for n, w in reference.final.items()}}
+                expected = {"loss": reference.losses, **{f"param/final/{n}": w for n, w in reference.final.items()},
+                            **{f"optim/final/{k}": v for k, v in reference.optimizer_final.items()},
+                            **{f"state/final/{n}": v for n, v in reference.state_final.items()}}
                 tolerance = DEFAULT_TOLERANCE.weights
             else:
                 expected = {f"output/{n}": v for n, v in reference.outputs.items()}
