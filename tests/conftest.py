@@ -25,6 +25,14 @@ def kernels_build():
 
 
 @pytest.fixture(scope="session")
+def native_built():
+    """``bash runtimes/native/build.sh`` once per session: the host and aarch64 runners and their bundle."""
+    proc = subprocess.run(["bash", str(REPO / "runtimes" / "native" / "build.sh")], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHON=sys.executable), timeout=1800)
+    assert proc.returncode == 0, f"runtimes/native/build.sh failed:\n{proc.stdout}\n{proc.stderr}"
+
+
+@pytest.fixture(scope="session")
 def exported_all(tmp_path_factory) -> Path:
     """``dcx export --recipe all`` in every format (fresh programs), once per test process."""
     from dcx.methods.export import export_recipe

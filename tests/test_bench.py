@@ -78,7 +78,7 @@ def _toy_program(lr: float = 0.1):
             return F.cross_entropy(self.net(x), y)
 
     x, y = torch.randn(8, 1, 6, 6), torch.randint(0, 3, (8,))
-    return training_program("toy.train", Loss(), (x, y), ("image", "label"), lr=lr, batches=[(x, y)]), (x, y)
+    return training_program("toy.train", Loss().eval(), (x, y), ("image", "label"), lr=lr, batches=[(x, y)]), (x, y)
 
 
 def test_mnn_trains_the_program_as_eager_does():

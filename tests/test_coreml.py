@@ -279,6 +279,27 @@ def test_backprop_layers_is_a_no_op_without_a_chain():
     assert to_backprop_layers(b.spec, "y") == "y"
 
 
+def test_interpreter_layers_follow_the_builders_layouts():
+    """Layer forms the attention blocks do not produce: batchedMatmul with its own (transposed) weights, MVN
+    across channels, a per-channel scale."""
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+
+    g = torch.Generator().manual_seed(0)
+    w, bias, gamma, beta = (torch.rand(*s, generator=g) for s in ((4, 3), (3,), (2,), (2,)))
+    b = NeuralNetworkBuilder([("x", datatypes.Array(2, 5, 4))], [("y", None)], disable_rank5_shape_mapping=True)
+    b.add_batched_mat_mul("mm", ["x"], "h", weight_matrix_rows=4, weight_matrix_columns=3, W=w.numpy(),
+                          bias=bias.numpy())
+    b.add_mvn("mvn", "h", "n", across_channels=True, normalize_variance=True, epsilon=1e-5)
+    b.add_scale("scale", gamma.numpy(), beta.numpy(), has_bias=True, input_name="n", output_name="y",
+                shape_scale=[2], shape_bias=[2])
+    x = torch.rand(2, 5, 4, generator=g)
+    h = x @ w + bias
+    n = (h - h.mean()) / torch.sqrt(h.var(unbiased=False) + 1e-5)
+    want = n * gamma[:, None, None] + beta[:, None, None]
+    torch.testing.assert_close(NNInterpreter(b.spec).forward({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
+
+
 def test_gradient_matching_target_has_the_exact_ce_gradient():
     torch.manual_seed(0)
     s = torch.randn(6, 10, requires_grad=True)

@@ -136,7 +136,8 @@ def test_executorch_training_artifact_trains_50_steps_like_pytorch(trained, prog
     program = next(p for p in recipe.device_programs(0, modules) if p.name == program_name)
     entry = read_manifest(art).entry(program_name, "executorch")
     batches = program.example_batches(50)  # real data: Fashion-MNIST / MovieLens slices
-    ref_losses, ref_weights = program.reference_training(batches)
+    run = program.reference_training(batches)
+    ref_losses, ref_weights = run.losses, run.weights
     session = get_runtime("executorch").load(art / entry.file, entry)
     losses = [session.train_step(*(t.numpy() for t in b)) for b in batches]
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5, atol=1e-6)

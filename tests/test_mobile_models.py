@@ -160,7 +160,7 @@ def exported(tmp_path_factory) -> dict:
     programs = {
         "infer": dcx.inference_program("mobile.infer", small_mobilenet(0), (x[:1],), ("image",), ("logits",)),
         "train": dcx.training_program("mobile.train",
-                                      ControlledLoss(small_mobilenet(1, width=0.125), small_mobilenet(2)),
+                                      ControlledLoss(small_mobilenet(1, width=0.125), small_mobilenet(2)).eval(),
                                       (x, y), ("image", "label"), lr=0.05, batches=batches),
     }
     result = {}
@@ -197,7 +197,8 @@ def test_small_mobilenet_trains_in_litert_like_pytorch_sgd(exported):
     batch_norm = {n for n, p in trainable.items() if p.dim() == 1 and ".features." in n}  # BN scales and shifts
     assert depthwise and batch_norm and not any(n.startswith("mimic.") for n in trainable)
     batches = program.example_batches(STEPS)
-    ref_losses, ref_weights = program.reference_training(batches)
+    run = program.reference_training(batches)
+    ref_losses, ref_weights = run.losses, run.weights
     interp = litert(path)
     train = interp.get_signature_runner("train")
     losses = [float(train(image=x.numpy(), label=y.numpy())["loss"]) for x, y in batches]

@@ -11,7 +11,6 @@ positive and repeatable. A module fixture runs ``runtimes/native/build.sh``
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,10 +47,8 @@ def _dcx(*args: str) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def native_built():
-    proc = subprocess.run(["bash", str(REPO / "runtimes" / "native" / "build.sh")], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHON=sys.executable), timeout=1800)
-    assert proc.returncode == 0, f"runtimes/native/build.sh failed:\n{proc.stdout}\n{proc.stderr}"
+def built(native_built):
+    """Every test here runs the runner."""
 
 
 @pytest.fixture(scope="module")

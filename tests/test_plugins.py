@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from dcx.methods import TrainedModules, register_recipe
-from dcx.programs import SGD, DeviceProgram
+from dcx.optim import SGD
+from dcx.programs import DeviceProgram
 
 
 class Loss(nn.Module):

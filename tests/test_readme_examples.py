@@ -29,9 +29,10 @@ def test_programs_never_change_the_callers_module():
     module keeps its mode, its parameters and their requires_grad, and the training program still trains."""
     import dcx
 
-    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 3)).train()
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 3)).train()
     net[0].weight.requires_grad_(False)
     before = {n: (p.detach().clone(), p.requires_grad) for n, p in net.named_parameters()}
+    buffers = {n: b.clone() for n, b in net.named_buffers()}
 
     class Loss(torch.nn.Module):
         def __init__(self, inner):
@@ -47,4 +48,6 @@ def test_programs_never_change_the_callers_module():
     assert net.training and all(m.training for m in net.modules())
     for n, p in net.named_parameters():
         assert torch.equal(p, before[n][0]) and p.requires_grad == before[n][1], n
-    assert set(train.trainable) == {"inner.0.bias", "inner.2.weight", "inner.2.bias"}
+    assert all(torch.equal(b, buffers[n]) for n, b in net.named_buffers())  # running statistics untouched
+    assert set(train.trainable) == {"inner.0.bias", "inner.1.weight", "inner.1.bias", "inner.2.weight", "inner.2.bias"}
+    assert set(train.state) == {"inner.1.running_mean", "inner.1.running_var"}

@@ -43,7 +43,8 @@ def trained(artifacts) -> dict[str, dict]:
     for name in TRAIN:
         program, path, entry = artifacts[name]
         batches = program.example_batches(STEPS)
-        ref_losses, ref_weights = program.reference_training(batches)
+        run = program.reference_training(batches)
+        ref_losses, ref_weights = run.losses, run.weights
         session = RUNTIME.load(path, entry)
         losses = [session.train_step(*[t.numpy() for t in b]) for b in batches]
         runs[name] = {"losses": np.array(losses), "ref_losses": np.array(ref_losses),

@@ -30,7 +30,8 @@ from dcx.backends.tflite.passes.aten_to_tf import ATEN_TO_TF, lower_aten_to_tf, 
 from dcx.backends.tflite.spec import (  # noqa: E402
     check_builtin_ops_only, non_builtin_ops, operator_codes, operator_histogram)
 from dcx.backends.tflite.passes.tf_signatures import build_tf_signatures  # noqa: E402
-from dcx.programs import SGD, DeviceProgram  # noqa: E402
+from dcx.optim import SGD  # noqa: E402
+from dcx.programs import DeviceProgram  # noqa: E402
 
 aten = torch.ops.aten
 g = torch.Generator().manual_seed(0)
@@ -110,6 +111,10 @@ OP_CASES = [
     (aten._to_copy.default, (torch.tensor([1, 2, 3]),), {"dtype": torch.float32}),
     (aten.scalar_tensor.default, (0,), {"dtype": torch.int64}),
     (aten.full.default, ([2, 3], 0.5), {"dtype": torch.float32}),
+    (aten.full_like.default, (x34, 0)),
+    (aten.full_like.default, (x34, float("-inf"))),
+    (aten.arange.start_step, (0, 8)),
+    (aten.arange.start_step, (1, 8, 3), {"dtype": torch.float32}),
     (aten.add.Tensor, (x34, rand(4)), {"alpha": 2}),
     (aten.add.Scalar, (x34, 3)),
     (aten.sub.Tensor, (1, x34)),
@@ -130,6 +135,10 @@ OP_CASES = [
     (aten.relu.default, (x34,)),
     (aten.sigmoid.default, (x34,)),
     (aten.tanh.default, (x34,)),
+    (aten.gelu.default, (rand(3, 4, low=-4, high=4),)),
+    (aten.gelu.default, (rand(3, 4, low=-4, high=4),), {"approximate": "tanh"}),
+    (aten.logical_not.default, (x34 > 0,)),
+    (aten.logical_and.default, (x34 > 0, x34 < 0.5)),
     (aten.minimum.default, (torch.tensor(0.0), x34)),
     (aten.maximum.default, (x34, rand(3, 4))),
     (aten.pow.Tensor_Scalar, (x34, 2)),
@@ -153,6 +162,9 @@ OP_CASES = [
     (aten.mean.dim, (x234, [-1])),
     (aten.mean.default, (x234,)),
     (aten.amax.default, (x234, [1])),
+    (aten.any.dim, (x234 > 0.9, -1, True)),
+    (aten.any.dims, (x234 > 0.9, [0, 2])),
+    (aten.any.default, (x34,)),
     (aten._softmax.default, (x234, -1, False)),
     (aten._log_softmax.default, (x34, 1, False)),
     (aten.native_layer_norm.default, (rand(2, 64), [64], rand(64), rand(64), 1e-5)),
@@ -253,6 +265,10 @@ UNARY = [
     (bg.rsqrt, torch.rsqrt, rand(3, 4, low=0.1, high=3)),
     (bg.sqrt, torch.sqrt, rand(3, 4, low=0.1, high=3)),
     (bg.log1p, torch.log1p, rand(3, 4, low=0.0, high=1.0)),
+    (partial(bg.gelu, approximate="none"), F.gelu,  # and near 0, where the gradient reads Phi(x) off its series
+     torch.cat([rand(3, 4, low=-6, high=6), rand(3, 4, low=-2e-3, high=2e-3),
+                torch.tensor([[0.0, -0.0, 1e-30, -1e-30]])])),
+    (partial(bg.gelu, approximate="tanh"), partial(F.gelu, approximate="tanh"), rand(3, 4, low=-6, high=6)),
 ]
 
 
@@ -393,6 +409,18 @@ def test_broadcast_to_gradient_reduces_broadcast_axes(shape, target):
     up = rand(*target)
     (y, (gx,)) = tf_grads(lambda v: bg.broadcast_to(v, target), x, upstream=to_tf(up))
     (ty, (tgx,)) = torch_grads(lambda v: v.expand(*target), x, upstream=up)
+    close(y, ty)
+    close(gx, tgx)
+
+
+@pytest.mark.parametrize("dim,start,end,step", [(0, 1, 2, 1), (1, 0, 7, 2), (1, 2, 9223372036854775807, 3),
+                                                  (-1, 1, -1, 1), (1, 5, 5, 1)])
+def test_slice_gradient_puts_the_gradient_back_in_place(dim, start, end, step):
+    """The lowered ``aten.slice`` differentiates without StridedSliceGrad (a Flex op), as PyTorch does."""
+    x = rand(3, 7, 4)
+    up = rand(*aten.slice.Tensor(x, dim, start, end, step).shape)
+    (y, (gx,)) = tf_grads(lambda v: lower_op(aten.slice.Tensor, v, dim, start, end, step), x, upstream=to_tf(up))
+    (ty, (tgx,)) = torch_grads(lambda v: aten.slice.Tensor(v, dim, start, end, step), x, upstream=up)
     close(y, ty)
     close(gx, tgx)
 
@@ -551,7 +579,8 @@ def test_signatures_train_like_pytorch_sgd():
         program.module, program.example_inputs).run_decompositions()))
     assert set(specs.functions) == {"train", "infer", "save", "restore"}
     batches = [(rand(8, 5), torch.randint(0, 3, (8,), generator=g)) for _ in range(5)]
-    losses, weights = program.reference_training(batches)
+    run = program.reference_training(batches)
+    losses, weights = run.losses, run.weights
     initial = {k: v.numpy() for k, v in specs.functions["save"]().items()}
     tf_losses = [float(specs.functions["train"](*[to_tf(t) for t in b])["loss"]) for b in batches]
     np.testing.assert_allclose(tf_losses, losses, rtol=1e-5)

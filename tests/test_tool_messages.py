@@ -48,6 +48,14 @@ def test_executorch_names_an_operator_without_an_out_variant():
     assert executorch_messages.unsupported_op(error) == "dcxtest::twice", str(error)[:300]
 
 
+def test_executorch_names_an_operator_outside_core_aten():
+    """``to_edge``'s SpecViolationError starts with an empty line; the operator is on the next."""
+    from executorch.exir import to_edge
+
+    error = _error(lambda: to_edge(torch.export.export(Determinant(), (torch.rand(1, 4),))))
+    assert executorch_messages.unsupported_op(error) == "aten._linalg_det.default", str(error)[:300]
+
+
 def test_onnx_names_an_operator_outside_the_opset():
     class Attend(torch.nn.Module):
         def __init__(self):

@@ -60,7 +60,7 @@ def grads(f, inputs, gy):
 # ------------------------------------------------------------------------------------ native drivers
 
 # each family's native test driver, beside its kernels (kernels/training/<family>/test_<family>.c)
-FAMILIES = ["gemm", "conv", "conv_bn", "pool", "activation", "loss", "norm", "embedding", "sgd"]
+FAMILIES = ["gemm", "conv", "conv_bn", "pool", "activation", "loss", "norm", "embedding", "optim"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -379,7 +379,8 @@ def _train_in_pybindings(pte: bytes, batches, lr: float):
 
 def _assert_trains_like_eager(program, pte: bytes, steps: int = 20):
     batches = program.example_batches(steps)
-    ref_losses, ref_weights = program.reference_training(batches)
+    run = program.reference_training(batches)
+    ref_losses, ref_weights = run.losses, run.weights
     losses, weights = _train_in_pybindings(pte, batches, program.optimizer.lr)
     tol = DEFAULT_TOLERANCE
     for step, (a, b) in enumerate(zip(losses, ref_losses)):
@@ -449,13 +450,6 @@ def test_pass_leaves_the_original_graph_alone(fast_programs):
     assert [str(n.target) for n in joint.graph.nodes] == before
 
 
-@pytest.fixture(scope="module")
-def native_built():
-    proc = subprocess.run(["bash", str(REPO / "runtimes" / "native" / "build.sh")], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHON=sys.executable), timeout=1800)
-    assert proc.returncode == 0, f"runtimes/native/build.sh failed:\n{proc.stdout}\n{proc.stderr}"
-
-
 def _assert_native_trains_like_eager(program, pte: bytes, tmp_path, target: str, steps: int = 5):
     """The runner's in-place SGD on the parameter outputs, with the host or aarch64 kernel library."""
     from dcx.kernels import library_path
@@ -469,7 +463,8 @@ def _assert_native_trains_like_eager(program, pte: bytes, tmp_path, target: str,
     t = HostTarget() if target == "host" else QemuTarget()
     lib = library_path("training", "executorch", "host" if target == "host" else "aarch64")
     run = run_artifact(t, tmp_path / "m.pte", tmp_path / "ref.safetensors", tmp_path / "out", kernel_libs=[lib])
-    ref_losses, ref_weights = program.reference_training(program.example_batches(steps))
+    ref = program.reference_training(program.example_batches(steps))
+    ref_losses, ref_weights = ref.losses, ref.weights
     for a, b in zip(run.result["losses"], ref_losses, strict=True):
         assert abs(a - b) / max(1.0, abs(b)) <= DEFAULT_TOLERANCE.loss
     for pname, w in ref_weights.items():
@@ -510,7 +505,8 @@ class Unsupported(nn.Module):
 
 
 def test_unsupported_nodes_stay_stock_and_are_reported(tmp_path):
-    from dcx.programs import SGD, DeviceProgram
+    from dcx.optim import SGD
+    from dcx.programs import DeviceProgram
 
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
@@ -555,10 +551,11 @@ class Normalized(nn.Module):
 def _bn_program(name: str, model_cls, image: tuple[int, ...], classes: int, seed: int):
     """A training program of ``model_cls`` whose batch norms hold statistics as a trained network's
     would, on five fixed batches of images of shape ``image`` and class labels."""
-    from dcx.programs import SGD, DeviceProgram
+    from dcx.optim import SGD
+    from dcx.programs import DeviceProgram
 
     torch.manual_seed(0)
-    model = model_cls()
+    model = model_cls().eval()  # frozen statistics: the fused inference-mode layer's kernels
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):

@@ -2,7 +2,8 @@
 
 The public API (``dcx.api``), imported lazily so ``import dcx`` stays light:
 ``training_program``, ``inference_program``, ``export_programs``, ``verify``,
-``split_by_width``, ``zero_cross_group_weights``, ``get_recipe``, ``DcxError``.
+``split_by_width``, ``zero_cross_group_weights``, ``get_recipe``, ``DcxError``;
+and the optimizers, ``dcx.optim``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ _PUBLIC = {
     "DcxError": "dcx.errors",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = sorted([*_PUBLIC, "optim"])
 
 
 def __getattr__(name: str) -> Any:
+    if name == "optim":
+        return importlib.import_module("dcx.optim")
     if name in _PUBLIC:
         return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'dcx' has no attribute {name!r}")

@@ -1,16 +1,20 @@
 """The public Python API: a user's own PyTorch modules -> device programs -> artifacts -> verification.
 
     import dcx
-    train = dcx.training_program("mynet.train", loss_module, (x, y), ("image", "label"), lr=0.05)
+    train = dcx.training_program("mynet.train", loss_module, (x, y), ("image", "label"),
+                                 optimizer=dcx.optim.AdamW(lr=1e-3))
     infer = dcx.inference_program("mynet.infer", net, (x[:1],), ("image",), ("logits",))
     dcx.export_programs([train, infer], "out/mynet", formats="all")
     rows = dcx.verify("out/mynet")
 
 Parameters with ``requires_grad=False`` are frozen in the training artifact;
-the others train with plain SGD at ``lr``. A program holds its own copy of the
-module it is given, taken when it is made: the caller's module (its mode, its
-parameters, their ``requires_grad``) is never changed, so one module can feed
-a training and an inference program. The recipes' ``dcx export`` is a thin
+the others train with the program's optimizer (``dcx.optim``; ``lr=`` alone
+means plain SGD). The module's mode decides how its layers train: a batch
+norm in ``train()`` mode uses batch statistics and updates its running
+statistics on the device, one in ``eval()`` mode stays frozen. A program holds
+its own copy of the module it is given, taken when it is made: the caller's
+module (its mode, its parameters, their ``requires_grad``, its buffers) is
+never changed, so one module can feed a training and an inference program. The recipes' ``dcx export`` is a thin
 layer over the same ``export_programs``.
 """
 
@@ -26,7 +30,8 @@ from torch import nn
 from dcx.backends.executorch.options import ExecuTorchOptions
 from dcx.errors import DcxError
 from dcx.export.pipeline import ExportSummary
-from dcx.programs import SGD, Batches, DeviceProgram
+from dcx.optim import SGD, Optimizer
+from dcx.programs import Batches, DeviceProgram
 from dcx.verification import Row
 
 
@@ -39,39 +44,42 @@ def _check_inputs(name: str, example_inputs: Sequence[torch.Tensor], names: Sequ
     return inputs
 
 
-def _snapshot(module: nn.Module) -> nn.Module:
-    """The program's own copy of the caller's module, in inference mode (dropout off, batch-norm statistics
-    frozen); the caller's module is left exactly as it was."""
-    return copy.deepcopy(module).eval()
-
-
 def training_program(name: str, loss_module: nn.Module, example_inputs: Sequence[torch.Tensor],
-                     input_names: Sequence[str], lr: float, *, batches: Batches | None = None,
-                     summary: str = "") -> DeviceProgram:
+                     input_names: Sequence[str], lr: float | None = None, *, optimizer: Optimizer | None = None,
+                     batches: Batches | None = None, summary: str = "") -> DeviceProgram:
     """A training program: ``loss_module(*inputs)`` returns the scalar loss; its parameters with
-    ``requires_grad`` train with SGD at ``lr`` on the device, the others are frozen.
+    ``requires_grad`` train on the device with ``optimizer`` (or plain SGD at ``lr``), the others are frozen.
 
     ``batches``: real-data batches (a list of input tuples, or ``f(steps, seed) -> list``) for the reference
     that travels with the artifacts; without them the example inputs are used for every step.
     """
     inputs = _check_inputs(name, example_inputs, input_names, "input names")
+    if (lr is None) == (optimizer is None):
+        raise DcxError(f"{name}: give either lr= (plain SGD) or optimizer= (a dcx.optim optimizer), not "
+                       f"{'both' if lr is not None else 'neither'}")
+    if optimizer is not None and not isinstance(optimizer, Optimizer.__args__):
+        raise DcxError(f"{name}: optimizer= must be dcx.optim.SGD, Adam or AdamW, got {type(optimizer).__name__}")
     if not any(p.requires_grad for p in loss_module.parameters()):
         raise DcxError(f"{name}: no parameter of the loss module requires grad; nothing would train")
-    loss_module = _snapshot(loss_module)
+    # The program's own copy keeps the caller's modes: they decide how each layer trains. DeviceProgram refuses
+    # (in one line) what a device cannot train before the loss is computed here.
+    program = DeviceProgram(name, "train", copy.deepcopy(loss_module), inputs, tuple(input_names), ("loss",),
+                            summary or f"user training program {name}", optimizer=optimizer or SGD(float(lr)),
+                            batches=batches)
     with torch.no_grad():
-        loss = loss_module(*inputs)
-    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-        raise DcxError(f"{name}: the loss module must return a scalar tensor, got "
-                       f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__}")
-    return DeviceProgram(name, "train", loss_module, inputs, tuple(input_names), ("loss",),
-                         summary or f"user training program {name}", optimizer=SGD(float(lr)), batches=batches)
+        loss = program.run(*inputs)
+    if len(loss) != 1 or not isinstance(loss[0], torch.Tensor) or loss[0].dim() != 0:
+        got = f"{len(loss)} outputs" if len(loss) != 1 else \
+            tuple(loss[0].shape) if isinstance(loss[0], torch.Tensor) else type(loss[0]).__name__
+        raise DcxError(f"{name}: the loss module must return a scalar tensor, got {got}")
+    return program
 
 
 def inference_program(name: str, module: nn.Module, example_inputs: Sequence[torch.Tensor],
                       input_names: Sequence[str], output_names: Sequence[str], *, summary: str = "") -> DeviceProgram:
     """An inference program ``module(*inputs) -> outputs`` (every parameter frozen)."""
     inputs = _check_inputs(name, example_inputs, input_names, "input names")
-    module = _snapshot(module)
+    module = copy.deepcopy(module).eval()  # the program's own copy, inferring: dropout off, statistics frozen
     for p in module.parameters():
         p.requires_grad_(False)
     with torch.no_grad():

@@ -20,22 +20,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dcx.errors import DcxError
+from dcx.optim import Spec as OptimizerSpec
 from dcx.programs import TensorSpec
 
 MANIFEST = "manifest.json"
-MANIFEST_SCHEMA = 3
+MANIFEST_SCHEMA = 4
 
 
 @dataclass
 class Signature:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-
-
-@dataclass
-class Optimizer:
-    type: Literal["sgd"]
-    lr: float
 
 
 @dataclass
@@ -135,7 +130,7 @@ class PassRecord:
 
 @dataclass
 class TrainingGap:
-    """How far an artifact's training formulation trains from eager PyTorch SGD on the reference batches, as
+    """How far an artifact's training formulation trains from eager torch.optim on the reference batches, as
     measured at export (Core ML: the exported spec in dcx's reference interpreter); verify measures it again and
     fails when it grew."""
 
@@ -189,7 +184,9 @@ class ManifestEntry:
     signatures: dict[str, Signature]
     trainable: dict[str, list[int]]
     frozen: dict[str, list[int]]
-    optimizer: Optimizer | None
+    state: dict[str, list[int]]  # buffers each training step updates (batch-norm running statistics), by shape
+    norm_modes: dict[str, Literal["train", "eval"]]  # each normalisation layer's mode in the program
+    optimizer: OptimizerSpec | None
     flops: Flops
     parameters: ParameterCount
     activation_bytes: ActivationBytes

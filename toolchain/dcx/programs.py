@@ -6,8 +6,15 @@ optimizer. Every backend's graph is derived from it; nothing is written twice.
 
 - An *inference* program maps ``inputs -> outputs``.
 - A *training* program maps ``inputs + targets -> loss`` (a scalar); the
-  parameters with ``requires_grad`` are trained on the device with plain SGD,
-  the others are frozen constants.
+  parameters with ``requires_grad`` are trained on the device by its optimizer
+  (``dcx.optim``), the others are frozen constants.
+
+A training program keeps its module's mode: a batch norm in training mode
+normalises with batch statistics and updates its running statistics, which the
+program carries as *state* (updated in the graph, returned after the loss,
+checked by verify); in inference mode it is frozen. Dropout in training mode
+is refused (no runtime here can carry PyTorch's generator), as is a batch norm
+in training mode that would see one value per channel.
 """
 
 from __future__ import annotations
@@ -23,14 +30,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from dcx.training import sgd_step
+from dcx.errors import DcxError
+from dcx.optim import Optimizer, torch_state
 
 SPREAD_RUNS = 8  # perturbed eager runs behind a training reference's rounding spread
-
-
-@dataclass(frozen=True)
-class SGD:
-    lr: float
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class DeviceProgram:
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     summary: str
-    optimizer: SGD | None = None
+    optimizer: Optimizer | None = None
     notes: dict[str, str] = field(default_factory=dict)  # backend-independent facts worth a manifest line
     # Real-data batches shaped like example_inputs: batches(steps, seed) -> one tuple per step, or a list of them.
     batches: Batches | None = None
@@ -71,7 +74,10 @@ class DeviceProgram:
             raise ValueError(f"{self.name}: {len(self.input_names)} input names for {len(self.example_inputs)} inputs")
         if (self.kind == "train") != (self.optimizer is not None):
             raise ValueError(f"{self.name}: training programs need an optimizer, inference programs none")
-        self.module.eval()  # no dropout/batch-stat updates: on-device steps must be deterministic
+        if self.kind == "infer":
+            self.module.eval()  # an inference program infers: dropout off, batch-norm statistics frozen
+        else:
+            _check_training_mode(self.name, self.module, self.example_inputs)
 
     def copy(self) -> "DeviceProgram":
         """An independent copy: exporters may rewrite its module (e.g. switch on fused kernels)."""
@@ -83,31 +89,59 @@ class DeviceProgram:
 
     @property
     def frozen(self) -> dict[str, torch.Tensor]:
-        """Every parameter and buffer that does not train: all of them in an inference program."""
+        """Every parameter and buffer that does not train and is not state: all of them in an inference
+        program."""
         frozen = {n: p for n, p in self.module.named_parameters() if not p.requires_grad or self.kind == "infer"}
-        frozen.update(dict(self.module.named_buffers()))
+        state = self.state
+        frozen.update({n: b for n, b in self.module.named_buffers() if n not in state})
         return frozen
+
+    @property
+    def state(self) -> dict[str, torch.Tensor]:
+        """The buffers a training step updates: the running statistics of each batch norm in training mode, in
+        module order. The program returns them after the loss (``state_outputs``)."""
+        if self.kind != "train":
+            return {}
+        return {f"{prefix}.{b}" if prefix else b: getattr(m, b) for prefix, m in self.module.named_modules()
+                if _trains_statistics(m) for b in ("running_mean", "running_var")}
+
+    @property
+    def norm_modes(self) -> dict[str, str]:
+        """Each normalisation layer and its mode: "train" (batch statistics, running statistics updated) or
+        "eval" (running statistics frozen)."""
+        return {n: "train" if m.training and self.kind == "train" else "eval"
+                for n, m in self.module.named_modules() if isinstance(m, _NORMS)}
 
     def input_specs(self) -> list[TensorSpec]:
         return [TensorSpec.of(n, t) for n, t in zip(self.input_names, self.example_inputs)]
 
     def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Eager PyTorch: the reference every artifact is compared with."""
-        out = self.module(*inputs)
+        """Eager PyTorch: the reference every artifact is compared with. The program's state is left as it was."""
+        with kept_state(self.module):
+            out = self.module(*inputs)
         return out if isinstance(out, tuple) else (out,)
 
-    def reference_training(self, batches: list[tuple[torch.Tensor, ...]]) -> tuple[list[float], dict[str, torch.Tensor]]:
-        """Eager PyTorch SGD over ``batches`` on a copy: per-step losses (before each update) and final weights."""
+    def reference_training(self, batches: list[tuple[torch.Tensor, ...]]) -> "TrainingRun":
+        """``torch.optim`` over ``batches`` on a copy of the module: per-step losses (before each update), the
+        final weights and state, and the optimizer's state after the first and the last step."""
         if self.optimizer is None:
             raise ValueError(f"{self.name} is not a training program")
         module = copy.deepcopy(self.module)
         params = {n: p for n, p in module.named_parameters() if p.requires_grad}
-        losses = []
-        for batch in batches:
+        opt = self.optimizer.torch_optimizer(list(params.values()))
+        losses, first = [], {}
+        for step, batch in enumerate(batches):
             loss = module(*batch)
-            sgd_step(list(params.values()), torch.autograd.grad(loss, list(params.values())), self.optimizer.lr)
+            for p, g in zip(params.values(), torch.autograd.grad(loss, list(params.values()))):
+                p.grad = g
+            opt.step()
             losses.append(float(loss.detach()))
-        return losses, {n: p.detach().clone() for n, p in params.items()}
+            if step == 0:
+                first = torch_state(opt, params, self.optimizer.slots)
+        buffers = dict(module.named_buffers())
+        return TrainingRun(losses, {n: p.detach().clone() for n, p in params.items()},
+                           {n: buffers[n].detach().clone() for n in self.state}, first,
+                           torch_state(opt, params, self.optimizer.slots))
 
     def rounding_spread(self, batches: list[tuple[torch.Tensor, ...]], losses: list[float],
                         final: dict[str, torch.Tensor], runs: int = SPREAD_RUNS) -> tuple[float, float]:
@@ -119,14 +153,14 @@ class DeviceProgram:
         decayed towards 1e-10) the mask, and so the gradient, flips between equally valid implementations, and
         the flips grow with depth and steps. Verify's training tolerances scale with it.
 
-        ``losses`` and ``final``: ``reference_training(batches)``, the unperturbed run."""
+        ``losses`` and ``final``: ``reference_training(batches)``'s losses and weights, the unperturbed run."""
         generator = torch.Generator().manual_seed(0)
         loss_spread = weight_spread = 0.0
         for _ in range(runs):
             perturbed = [tuple(_one_ulp(t, generator) for t in batch) for batch in batches]
-            run_losses, run_final = self.reference_training(perturbed)
-            loss_spread = max(loss_spread, *(abs(a - b) / max(1.0, abs(b)) for a, b in zip(run_losses, losses)))
-            weight_spread = max(weight_spread, *(float((run_final[n] - w).abs().max()) for n, w in final.items()))
+            run = self.reference_training(perturbed)
+            loss_spread = max(loss_spread, *(abs(a - b) / max(1.0, abs(b)) for a, b in zip(run.losses, losses)))
+            weight_spread = max(weight_spread, *(float((run.weights[n] - w).abs().max()) for n, w in final.items()))
         return loss_spread, weight_spread
 
     def example_batches(self, steps: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
@@ -138,20 +172,21 @@ class DeviceProgram:
 
     def flops(self) -> dict[str, int]:
         """Forward FLOPs, and for training programs the backward FLOPs of one step."""
-        with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as fwd:
-            out = self.module(*self.example_inputs)
-        result = {"forward": fwd.get_total_flops()}
-        if self.kind == "train":
-            with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as bwd:
-                torch.autograd.grad(out, list(self.trainable.values()))
-            result["backward"] = bwd.get_total_flops()
+        with kept_state(self.module):
+            with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as fwd:
+                out = self.module(*self.example_inputs)
+            result = {"forward": fwd.get_total_flops()}
+            if self.kind == "train":
+                with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as bwd:
+                    torch.autograd.grad(out, list(self.trainable.values()))
+                result["backward"] = bwd.get_total_flops()
         return result
 
     def activation_bytes(self) -> dict[str, int]:
         """Activation memory of one call at the example inputs: the peak bytes of intermediate tensors alive at
         once during the forward, and for training programs the bytes the forward saves for the backward
         (parameters and inputs excluded). Memory planners can reuse buffers, so a runtime needs about this."""
-        with _LiveBytes() as live:
+        with _LiveBytes() as live, kept_state(self.module):
             with torch.no_grad() if self.kind == "infer" else contextlib.nullcontext():
                 self.module(*self.example_inputs)
         result = {"forward_peak": live.peak}
@@ -166,7 +201,7 @@ class DeviceProgram:
                     saved[storage.data_ptr()] = storage.nbytes()
                 return t
 
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), kept_state(self.module):
                 self.module(*self.example_inputs)
             result["saved_for_backward"] = sum(saved.values())
         return result
@@ -174,6 +209,71 @@ class DeviceProgram:
     def parameter_count(self) -> dict[str, int]:
         return {"trainable": sum(p.numel() for p in self.trainable.values()),
                 "frozen": sum(t.numel() for t in self.frozen.values())}
+
+
+@dataclass
+class TrainingRun:
+    """Eager PyTorch's training over a program's reference batches."""
+
+    losses: list[float]  # per step, before the update
+    weights: dict[str, torch.Tensor]  # trainable parameters after the last step
+    state: dict[str, torch.Tensor]  # the program's state (DeviceProgram.state) after the last step
+    optimizer_first: dict[str, dict[str, torch.Tensor]]  # per parameter, each optimizer slot after step 1
+    optimizer_final: dict[str, dict[str, torch.Tensor]]  # ... and after the last step
+
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def _trains_statistics(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+
+
+def _check_training_mode(name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+    """Refuse, in one line, what a device step cannot reproduce: dropout in training mode (its random masks come
+    from PyTorch's generator, which no runtime here carries) and batch statistics over one value per channel."""
+    for layer, m in module.named_modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
+            raise DcxError(f"{name}: dropout layer {layer!r} is in training mode (p={m.p}): its random masks cannot "
+                           f"be reproduced on the device; call .eval() on it (or set p=0) before making the program")
+        if _trains_statistics(m) and m.momentum is None:
+            raise DcxError(f"{name}: batch norm {layer!r} has momentum=None (a cumulative average): give it a "
+                           "momentum (e.g. 0.1), or call .eval() on it to train with frozen statistics")
+    counts: dict[str, int] = {}
+
+    def count(layer: str):
+        def hook(m: nn.Module, args: tuple) -> None:
+            counts.setdefault(layer, args[0].numel() // args[0].shape[1])
+        return hook
+
+    hooks = [m.register_forward_pre_hook(count(layer)) for layer, m in module.named_modules()
+             if _trains_statistics(m)]
+    try:
+        with torch.no_grad(), kept_state(module):
+            module(*inputs)
+    except ValueError:
+        pass  # PyTorch's own batch-norm check at one value per channel: the loop below names the layer
+    finally:
+        for h in hooks:
+            h.remove()
+    for layer, n in counts.items():
+        if n < 2:
+            raise DcxError(f"{name}: batch norm {layer!r} is in training mode but sees {n} value per channel at "
+                           "these example inputs (batch size 1?): use a batch of at least 2, or call .eval() on "
+                           "it to train with frozen statistics")
+
+
+@contextlib.contextmanager
+def kept_state(module: nn.Module):
+    """Run ``module`` without keeping what its forward changes in its buffers (batch-norm running statistics
+    in training mode): describing a program (its outputs, FLOPs, memory) must not step it."""
+    saved = {n: b.detach().clone() for n, b in module.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, b in module.named_buffers():
+                b.copy_(saved[n])
 
 
 def _one_ulp(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Computed once per program at export time in eager PyTorch: fixed inputs and
 their outputs; the weights as exported; for training programs the real-data
-batches, the per-step losses and the final weights of plain SGD. ``dcx verify``,
+batches, the per-step losses, the final weights and state of ``torch.optim``
+and its optimizer state after the first and the last step. ``dcx verify``,
 ``dcx profile`` and the native runner read only this file: no recipe, no
 dataset, no seed.
 """
@@ -11,16 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dcx.errors import DcxError
+from dcx.manifest import from_dict
+from dcx.optim import Spec
 from dcx.programs import DeviceProgram
 
-REFERENCE_SCHEMA = "1"
+REFERENCE_SCHEMA = "2"
 REFERENCE_DIR = "reference"
 TRAIN_STEPS = 20
 
@@ -43,8 +46,14 @@ class ProgramReference:
     batches: list[dict[str, np.ndarray]] = field(default_factory=list)  # training
     losses: np.ndarray = field(default_factory=lambda: np.zeros(0))  # training, F64 [steps]
     final: dict[str, np.ndarray] = field(default_factory=dict)  # training: trainable after the steps
-    lr: float | None = None
+    optimizer: Spec | None = None  # training
     trainable: list[str] = field(default_factory=list)
+    state: list[str] = field(default_factory=list)  # training: DeviceProgram.state's names, in program order
+    state_initial: dict[str, np.ndarray] = field(default_factory=dict)  # training: that state before the steps
+    state_final: dict[str, np.ndarray] = field(default_factory=dict)  # ... and after the steps
+    # training: each optimizer slot per parameter ("<param>/<slot>") after the first and after the last step
+    optimizer_first: dict[str, np.ndarray] = field(default_factory=dict)
+    optimizer_final: dict[str, np.ndarray] = field(default_factory=dict)
     # training: how far float32 rounding alone moves eager PyTorch's run (DeviceProgram.rounding_spread)
     loss_spread: float = 0.0
     weight_spread: float = 0.0
@@ -52,6 +61,10 @@ class ProgramReference:
     @property
     def steps(self) -> int:
         return len(self.batches)
+
+    @property
+    def lr(self) -> float | None:
+        return self.optimizer.lr if self.optimizer else None
 
     def input_arrays(self) -> list[np.ndarray]:
         return [self.inputs[n] for n in self.input_names]
@@ -74,6 +87,10 @@ class ProgramReference:
         t.update({f"param/frozen/{k}": v for k, v in self.frozen.items()})
         t.update({f"param/initial/{k}": v for k, v in self.initial.items()})
         t.update({f"param/final/{k}": v for k, v in self.final.items()})
+        t.update({f"state/initial/{k}": v for k, v in self.state_initial.items()})
+        t.update({f"state/final/{k}": v for k, v in self.state_final.items()})
+        t.update({f"optim/step1/{k}": v for k, v in self.optimizer_first.items()})
+        t.update({f"optim/final/{k}": v for k, v in self.optimizer_final.items()})
         for step, batch in enumerate(self.batches):
             t.update({f"batch/{step}/{k}": v for k, v in batch.items()})
         if self.kind == "train":
@@ -86,7 +103,9 @@ class ProgramReference:
                 "trainable": json.dumps(self.trainable)}
         if self.kind == "train":
             meta.update({"steps": str(self.steps), "lr": repr(self.lr), "rounding_spread.loss": repr(self.loss_spread),
-                         "rounding_spread.weights": repr(self.weight_spread)})
+                         "rounding_spread.weights": repr(self.weight_spread), "state": json.dumps(self.state),
+                         "optimizer": json.dumps(asdict(self.optimizer))})
+            meta.update(_flat_optimizer(self.optimizer))
         return meta
 
     def digests(self) -> tuple[dict[str, str], str]:
@@ -132,8 +151,12 @@ class ProgramReference:
                       output_names=json.loads(meta["outputs"]), inputs=group("input/"), outputs=group("output/"),
                       frozen=group("param/frozen/"), initial=group("param/initial/"), final=group("param/final/"),
                       batches=[group(f"batch/{s}/") for s in range(steps)],
-                      losses=tensors.get("loss", np.zeros(0)), lr=float(meta["lr"]) if "lr" in meta else None,
+                      losses=tensors.get("loss", np.zeros(0)),
+                      optimizer=from_dict(Spec, json.loads(meta["optimizer"]), f"{path}: metadata optimizer")
+                      if "optimizer" in meta else None,
                       trainable=json.loads(meta.get("trainable", "[]")),
+                      state=json.loads(meta.get("state", "[]")), state_initial=group("state/initial/"), state_final=group("state/final/"),
+                      optimizer_first=group("optim/step1/"), optimizer_final=group("optim/final/"),
                       loss_spread=float(meta.get("rounding_spread.loss", "0")),
                       weight_spread=float(meta.get("rounding_spread.weights", "0")))
         except (KeyError, ValueError) as e:
@@ -143,6 +166,21 @@ class ProgramReference:
         if missing:
             raise DcxError(f"{path}: lacks {missing[0]}: re-export")
         return ref
+
+
+def _flat_optimizer(spec: Spec) -> dict[str, str]:
+    """The optimizer as flat ``optimizer.<field>`` metadata strings: what the native runner reads."""
+    flat = {"optimizer.type": spec.type, "optimizer.lr": repr(spec.lr), "optimizer.momentum": repr(spec.momentum),
+            "optimizer.nesterov": "true" if spec.nesterov else "false",
+            "optimizer.weight_decay": repr(spec.weight_decay)}
+    if spec.betas is not None:
+        flat.update({"optimizer.beta1": repr(spec.betas[0]), "optimizer.beta2": repr(spec.betas[1]),
+                     "optimizer.eps": repr(spec.eps)})
+    return flat
+
+
+def _slots(state: dict[str, dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
+    return {f"{param}/{slot}": _numpy(t) for param, slots in state.items() for slot, t in slots.items()}
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -159,12 +197,14 @@ def build_reference(program: DeviceProgram, steps: int = TRAIN_STEPS, seed: int 
         return ProgramReference(program.name, "infer", list(program.input_names), list(program.output_names), inputs,
                                 outputs={n: _numpy(o) for n, o in zip(program.output_names, outputs)}, frozen=frozen)
     batches = program.example_batches(steps, seed)
-    losses, final = program.reference_training(batches)
-    loss_spread, weight_spread = program.rounding_spread(batches, losses, final)
+    run = program.reference_training(batches)
+    loss_spread, weight_spread = program.rounding_spread(batches, run.losses, run.weights)
     return ProgramReference(
         program.name, "train", list(program.input_names), list(program.output_names), inputs, frozen=frozen,
         initial={n: _numpy(p) for n, p in program.trainable.items()},
         batches=[{n: _numpy(t) for n, t in zip(program.input_names, b)} for b in batches],
-        losses=np.asarray(losses, dtype=np.float64), final={n: _numpy(w) for n, w in final.items()},
-        lr=program.optimizer.lr, trainable=list(program.trainable), loss_spread=loss_spread,
-        weight_spread=weight_spread)
+        losses=np.asarray(run.losses, dtype=np.float64), final={n: _numpy(w) for n, w in run.weights.items()},
+        optimizer=Spec.of(program.optimizer), trainable=list(program.trainable), loss_spread=loss_spread,
+        weight_spread=weight_spread, state=list(program.state), state_initial={n: _numpy(t) for n, t in program.state.items()},
+        state_final={n: _numpy(t) for n, t in run.state.items()}, optimizer_first=_slots(run.optimizer_first),
+        optimizer_final=_slots(run.optimizer_final))

@@ -212,12 +212,20 @@ def _verify_artifact(entry: ManifestEntry, path: Path, reference: ProgramReferen
                                              f"(tol {tol.loss:.1e} relative)", err, tol.loss)
     run = train_on_reference(session, reference)
     add(f"train_{reference.steps}_steps_loss", run.loss_error <= tol.loss,
-        f"per-step loss vs PyTorch SGD, loss {run.losses[0]:.4f} -> {run.losses[-1]:.4f} (tol {tol.loss:.1e} "
+        f"per-step loss vs torch.optim, loss {run.losses[0]:.4f} -> {run.losses[-1]:.4f} (tol {tol.loss:.1e} "
         f"relative{why})", run.loss_error, tol.loss)
     worst = max(run.weight_errors, key=run.weight_errors.get) if run.weight_errors else "-"
     add(f"train_{reference.steps}_steps_weights", run.weight_error <= tol.weights,
-        f"final trainable weights vs PyTorch SGD, worst {worst} (tol {tol.weights:.1e}{why})", run.weight_error,
+        f"final trainable weights vs torch.optim, worst {worst} (tol {tol.weights:.1e}{why})", run.weight_error,
         tol.weights)
+    for check, errors, what in (("state", run.state_errors, "the program's state (batch-norm running statistics)"),
+                                 ("optimizer_state", run.optimizer_errors,
+                                  f"the {reference.optimizer.type} optimizer's state after step 1 and the last")):
+        if errors:
+            worst = max(errors, key=errors.get)
+            add(f"train_{reference.steps}_steps_{check}", errors[worst] <= tol.weights,
+                f"{what} vs PyTorch, worst {worst} (tol {tol.weights:.1e} relative to max(1, |value|){why})",
+                errors[worst], tol.weights)
     session.set_weights(reference.initial)  # what the cloud does to a device: its weights in, then a step
     err = _rel(session.train_step(*first), float(reference.losses[0]))
     add("set_weights", err <= tol.loss, "the initial weights set back in, then batch 0's step loss vs PyTorch's "

@@ -23,7 +23,7 @@ class Session(Protocol):
         """Inference (a training artifact runs its inference signature / forward)."""
 
     def train_step(self, *inputs_and_targets: np.ndarray) -> float:
-        """One on-device SGD step on a batch; returns the loss before the update.
+        """One on-device step of the program's optimizer on a batch; returns the loss before the update.
 
         Raises NotImplementedError where the host cannot drive the runtime's training (verify reports 'not run').
         """
@@ -33,6 +33,12 @@ class Session(Protocol):
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Replace trainable weights (keyed by PyTorch names), e.g. with the cloud's fused model."""
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """The program's state after the last step (``ManifestEntry.state``: batch-norm running statistics)."""
+
+    def get_optimizer_state(self) -> dict[str, np.ndarray]:
+        """The optimizer's slots after the last step, keyed ``"<param>/<slot>"`` (empty for plain SGD)."""
 
 
 class Check(NamedTuple):
@@ -84,6 +90,8 @@ class TrainingRun:
     loss_error: float  # max per-step loss error, relative to max(1, |loss|)
     weights: dict[str, np.ndarray]  # the artifact's trainable weights after the steps
     weight_errors: dict[str, float]  # per parameter: max |artifact - PyTorch| after the steps
+    state_errors: dict[str, float]  # per state tensor: max |artifact - PyTorch| after the steps, relative
+    optimizer_errors: dict[str, float]  # "step 1 <param>/<slot>" and "final ...": max |artifact - torch.optim|
 
     @property
     def weight_error(self) -> float:
@@ -94,10 +102,25 @@ def train_on_reference(session, reference: ProgramReference, not_exposed: set[st
     """Every reference batch as one training step of ``session``.
 
     ``not_exposed``: trainable weights the artifact documents it cannot hold (compared when it does expose them)."""
-    losses = [session.train_step(*reference.batch_arrays(s)) for s in range(reference.steps)]
+    losses, optimizer_errors = [], {}
+    for s in range(reference.steps):
+        losses.append(session.train_step(*reference.batch_arrays(s)))
+        if s == 0 and reference.optimizer_first:
+            optimizer_errors.update(_errors(session.get_optimizer_state(), reference.optimizer_first, "step 1 "))
     weights = session.get_weights()
     missing = set(reference.final) - set(weights) - set(not_exposed)
     if missing:
         raise DcxError(f"{reference.program}: artifact exposes no weights for {sorted(missing)}")
     errors = {n: float(np.max(np.abs(weights[n] - w))) for n, w in reference.final.items() if n in weights}
-    return TrainingRun(losses, max(relative_error(a, float(b)) for a, b in zip(losses, reference.losses)), weights, errors)
+    state_errors = _errors(session.get_state(), reference.state_final, "") if reference.state_final else {}
+    if reference.optimizer_final:
+        optimizer_errors.update(_errors(session.get_optimizer_state(), reference.optimizer_final, "final "))
+    return TrainingRun(losses, max(relative_error(a, float(b)) for a, b in zip(losses, reference.losses)), weights,
+                       errors, state_errors, optimizer_errors)
+
+
+def _errors(got: dict[str, np.ndarray], expected: dict[str, np.ndarray], label: str) -> dict[str, float]:
+    """Per tensor, max |got - expected| relative to max(1, max |expected|); a tensor the artifact does not
+    expose is infinitely wrong."""
+    return {f"{label}{n}": float(np.max(np.abs(got[n] - e))) / max(1.0, float(np.max(np.abs(e)))) if n in got
+            else float("inf") for n, e in expected.items()}

@@ -22,7 +22,7 @@ from dcx.manifest import read_manifest
 from dcx.methods import get_recipe, recipe_names
 from dcx.reference import ProgramReference
 from dcx.stamp import current_stamp, stamp_line
-from dcx.training import sgd_step
+from dcx.optim import Stepper
 from dcx.verification import Row, tolerance_for, verify
 
 
@@ -30,11 +30,12 @@ def float64_drift(program, reference: ProgramReference) -> float:
     """Max |final weight| difference between eager PyTorch in float64 and the float32 reference, same steps."""
     module = copy.deepcopy(program.module).double()
     params = {n: p for n, p in module.named_parameters() if p.requires_grad}
+    stepper = Stepper(reference.optimizer.optimizer(), params)
     for step in range(reference.steps):
         batch = [torch.from_numpy(a).double() if a.dtype.kind == "f" else torch.from_numpy(a)
                  for a in reference.batch_arrays(step)]
         loss = module(*batch)
-        sgd_step(list(params.values()), torch.autograd.grad(loss, list(params.values())), reference.lr)
+        stepper.step(params, torch.autograd.grad(loss, list(params.values())))
     return max(float(np.max(np.abs(p.detach().numpy() - reference.final[n]))) for n, p in params.items())
 
 

@@ -28,7 +28,7 @@ from dcx.errors import DcxError, StorageError
 from dcx.export.weight_locations import WeightUse, weight_coverage, weight_use
 from dcx.fileio import check_writable_folder, os_errors, remove, temporary_sibling
 from dcx.manifest import (MANIFEST, MANIFEST_SCHEMA, ActivationBytes, ExportFailure, Flops, Manifest, ManifestEntry,
-                          Optimizer, ParameterCount, Provenance, ReferenceInfo, read_manifest, sha256_of, size_of,
+                          OptimizerSpec, ParameterCount, Provenance, ReferenceInfo, read_manifest, sha256_of, size_of,
                           write_manifest)
 from dcx.programs import DeviceProgram
 from dcx.reference import TRAIN_STEPS, ProgramReference, build_reference, reference_file
@@ -141,7 +141,7 @@ def export_programs(programs: Sequence[DeviceProgram], out: Path, formats: str |
             _fail(summary, manifest, program, fmt, str(e), getattr(e, "op", None), progress, label)
             continue
         except Exception as e:  # one format failing must not stop the others
-            _fail(summary, manifest, program, fmt, f"{type(e).__name__}: {e}".splitlines()[0], None, progress, label,
+            _fail(summary, manifest, program, fmt, _first_line(e), None, progress, label,
                   traceback.format_exc(limit=3))
             continue
         seconds = time.perf_counter() - start
@@ -204,9 +204,16 @@ def _entry(program: DeviceProgram, fmt: str, path: Path, info, versions: dict, s
         signatures=info.signatures,
         trainable={n: list(p.shape) for n, p in program.trainable.items()},
         frozen={n: list(t.shape) for n, t in program.frozen.items()},
-        optimizer=Optimizer("sgd", program.optimizer.lr) if program.optimizer else None,
+        state={n: list(t.shape) for n, t in program.state.items()}, norm_modes=program.norm_modes,
+        optimizer=OptimizerSpec.of(program.optimizer) if program.optimizer else None,
         flops=Flops(flops["forward"], flops.get("backward")), parameters=ParameterCount(**program.parameter_count()),
         activation_bytes=ActivationBytes(**program.activation_bytes()), weights=info.weights,
         weight_coverage=weight_coverage(fmt, path, reference.weights(), use), provenance=provenance,
         requires=info.requires, passes=info.passes, deviations=info.deviations, reference=ref_info,
         versions=versions, export_seconds=round(seconds, 3), notes={**program.notes, **info.notes})
+
+
+def _first_line(e: Exception) -> str:
+    """``Type: message`` on one line: the message's first non-empty line (some start with a newline)."""
+    line = next((line for line in str(e).splitlines() if line.strip()), "")
+    return f"{type(e).__name__}: {line}" if line else type(e).__name__

@@ -2,11 +2,17 @@
 
 Training programs get a joint forward+backward graph: the loss, then one
 gradient per trainable parameter; frozen parameters stay constants.
+
+Attention is captured as its composite, never as a fused kernel: no
+exporter takes PyTorch's MHA fast path (``_native_multi_head_attention``) or
+the CPU flash-attention backward.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -16,9 +22,22 @@ from dcx.passes import PassContext
 from dcx.programs import DeviceProgram
 
 
+@contextlib.contextmanager
+def composite_attention() -> Iterator[None]:
+    """``nn.MultiheadAttention`` in eval mode under no_grad takes PyTorch's fast path, one fused op that ONNX,
+    Core ML and TFLite lack: while tracing, it goes through ``scaled_dot_product_attention`` instead (same values).
+    Every capture (``torch.export`` here, the exporters' own tracers) runs inside it."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
+
+
 def capture_module(module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> ExportedProgram:
     """``torch.export`` at the example inputs (static shapes)."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), composite_attention():
         warnings.simplefilter("ignore", FutureWarning)
         return torch.export.export(module, example_inputs, strict=False)
 
@@ -27,10 +46,25 @@ def capture(program: DeviceProgram) -> ExportedProgram:
     return capture_module(program.module, program.example_inputs)
 
 
+def _math_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """``scaled_dot_product_attention`` as its math kernel, given the additive mask that its front end makes of
+    a boolean one (the math kernel adds the mask it gets)."""
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        attn_mask = torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill(attn_mask.logical_not(), float("-inf"))
+    return torch.ops.aten._scaled_dot_product_attention_math.default(
+        q, k, v, attn_mask, dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
+
+
 def joint_graph(ep: ExportedProgram) -> ExportedProgram:
-    """Forward and backward in one graph, for on-device training runtimes."""
+    """Forward and backward in one graph, for on-device training runtimes.
+
+    ``scaled_dot_product_attention`` becomes its math form (matmuls and a softmax) first: left alone it
+    dispatches to the CPU flash kernel, whose backward is no core-ATen op and has no ExecuTorch kernel."""
     from torch.export.experimental import _export_forward_backward
 
+    sdpa = torch.ops.aten.scaled_dot_product_attention.default
+    if any(n.target == sdpa for n in ep.graph.nodes):
+        ep = ep.run_decompositions({sdpa: _math_attention})
     return _export_forward_backward(ep)
 
 

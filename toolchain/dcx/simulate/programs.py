@@ -10,8 +10,8 @@ the artifact; trainable weights travel in messages and go in and out through
 the runtime's ``set_weights`` / ``get_weights``.
 
 A loaded session is cached per process and shared by every simulated device
-of that process: each device sets its own weights before it trains (plain SGD
-keeps no other state), as one phone would between two rounds. It counts the
+of that process: each device sets its own weights before it trains (the
+recipes' plain SGD keeps no other state), as one phone would between two rounds. It counts the
 steps it runs (``StepCount``): a device's work, which the virtual clock turns
 into time with the step time measured on the artifact (``clock.py``).
 """
@@ -39,7 +39,7 @@ from dcx.programs import DeviceProgram
 from dcx.backends import formats, get_backend, get_runtime
 from dcx.backends.runtime import Session
 from dcx.simulate.messages import Message
-from dcx.training import sgd_step
+from dcx.optim import Optimizer, Spec, Stepper
 
 PREFIX = "program."
 EAGER = "torch"  # the reference device runtime: the PyTorch program itself
@@ -80,7 +80,7 @@ def package_programs(programs: Sequence[DeviceProgram], runtime: str, folder: Pa
         for p in programs:
             buffer = io.BytesIO()
             torch.save(p.module, buffer)
-            entry = {"kind": p.kind, "lr": p.optimizer.lr if p.optimizer else None}
+            entry = {"kind": p.kind, "optimizer": dataclasses.asdict(Spec.of(p.optimizer)) if p.optimizer else None}
             packages[p.name] = ProgramPackage(p.name, buffer.getvalue(), json.dumps(entry).encode())
         return packages
     from dcx.export.pipeline import export_programs
@@ -102,11 +102,12 @@ def package_programs(programs: Sequence[DeviceProgram], runtime: str, folder: Pa
 # ---------------------------------------------------------------- device side
 
 class EagerSession:
-    """The reference runtime: the PyTorch program itself, stepped with dcx's one SGD step."""
+    """The reference runtime: the PyTorch program itself, stepped by its optimizer's ``update``."""
 
-    def __init__(self, module: nn.Module, lr: float | None):
-        self.module, self.lr = module.eval(), lr
+    def __init__(self, module: nn.Module, optimizer: Optimizer | None):
+        self.module = module
         self.params = {n: p for n, p in module.named_parameters() if p.requires_grad}
+        self.stepper = Stepper(optimizer, self.params) if optimizer else None
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():
@@ -115,8 +116,7 @@ class EagerSession:
 
     def train_step(self, *batch: np.ndarray) -> float:
         loss = self.module(*(torch.from_numpy(np.asarray(a)) for a in batch))
-        params = list(self.params.values())
-        sgd_step(params, torch.autograd.grad(loss, params), self.lr)
+        self.stepper.step(self.params, torch.autograd.grad(loss, list(self.params.values())))
         return float(loss.detach())
 
     def get_weights(self) -> dict[str, np.ndarray]:
@@ -223,7 +223,8 @@ def open_program(name: str, path: Path, entry: dict, runtime: str) -> InstalledP
     """The artifact at ``path`` (its manifest entry ``entry``) loaded in ``runtime``."""
     if runtime == EAGER:
         module = torch.load(path, weights_only=False)
-        session: Session = EagerSession(module, entry["lr"])
+        spec = from_dict(Spec, entry["optimizer"], f"program {name}.optimizer") if entry["optimizer"] else None
+        session: Session = EagerSession(module, spec.optimizer() if spec else None)
         frozen = {n: p.detach().numpy() for n, p in module.named_parameters() if not p.requires_grad}
     else:
         manifest_entry = from_dict(ManifestEntry, entry, f"program {name}")

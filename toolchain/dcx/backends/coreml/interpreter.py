@@ -4,14 +4,15 @@ Not a rewrite: the documented semantics (``NeuralNetwork.proto``) of the
 layers the Core ML passes produce, written in PyTorch so they differentiate.
 The passes use it for shape propagation; the deviation measurement uses it to
 run an exported updatable model's own spec — its weights, layer wiring, loss
-layer and SGD optimizer — step for step, the way Core ML's update task would,
+layer and optimizer (SGD with momentum, or Adam) — step for step, the way Core ML's update task would,
 sample by sample (every input carries its own batch dimension of 1, as in
 Core ML's per-example feature providers; ``torch.func.vmap`` runs a
 mini-batch of such samples at once).
 
 Assumptions that cannot be checked without macOS are named where they are
-made: the mini-batch loss is the mean of per-sample losses, and the
-mean-squared-error loss averages over a sample's elements.
+made: the mini-batch loss is the mean of per-sample losses, the
+mean-squared-error loss averages over a sample's elements, and the optimizers
+update as ``torch.optim``'s SGD (momentum, no dampening) and Adam do.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from dcx.errors import DcxError
-from dcx.training import sgd_step
+from dcx.optim import SGD, Adam, Optimizer, Stepper
 
 Tensor = torch.Tensor
 
@@ -67,6 +68,7 @@ class NNInterpreter:
             for field, w in layer_weight_fields(layer).items():
                 self.params[f"{layer.name}/{field}"] = torch.from_numpy(weight_values(w).copy())
         self.input_shapes = {i.name: tuple(i.type.multiArrayType.shape) for i in spec.description.input}
+        self.stepper: Stepper | None = None  # the optimizer's state, from the first step on
 
     # ------------------------------------------------------------ forward
 
@@ -138,17 +140,31 @@ class NNInterpreter:
             return torch.mean((x - t.reshape(x.shape).to(x.dtype)) ** 2, dim=1).mean()
         raise DcxError(f"coreml: loss layer {kind} is not supported")
 
-    def sgd_step(self, feeds: dict[str, Tensor]) -> float:
-        """One SGD step of the spec's optimizer over one mini-batch; returns the loss before it."""
-        sgd = self.nn.updateParams.optimizer.sgdOptimizer
-        if sgd.momentum.defaultValue != 0:
-            raise DcxError("coreml: the reference interpreter runs plain SGD (momentum 0)")
-        lr = sgd.learningRate.defaultValue
+    @staticmethod
+    def optimizer_of(nn) -> Optimizer:
+        """A neural network spec's optimizer as the ``dcx.optim`` update it documents: SGD with momentum (the
+        buffer accumulates gradients, ``w -= lr * v``) or Adam (bias-corrected moments); no weight decay in
+        either."""
+        opt = nn.updateParams.optimizer
+        which = opt.WhichOneof("OptimizerType")
+        if which == "adamOptimizer":
+            a = opt.adamOptimizer
+            return Adam(a.learningRate.defaultValue, (a.beta1.defaultValue, a.beta2.defaultValue), a.eps.defaultValue)
+        if which == "sgdOptimizer":
+            sgd = opt.sgdOptimizer
+            return SGD(sgd.learningRate.defaultValue, momentum=sgd.momentum.defaultValue)
+        raise DcxError(f"coreml: the spec's optimizer is {which!r}; Core ML has sgdOptimizer and adamOptimizer")
+
+    def step(self, feeds: dict[str, Tensor]) -> float:
+        """One step of the spec's optimizer over one mini-batch; returns the loss before it. The optimizer's
+        state (``self.stepper``) is keyed by the spec's weight names."""
         trainable = self.updatable_params()
+        if self.stepper is None:
+            self.stepper = Stepper(self.optimizer_of(self.nn), trainable)
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in trainable.items()}
-        params = {**self.params, **leaves}
-        loss = self.loss(feeds, params)
-        sgd_step(list(leaves.values()), torch.autograd.grad(loss, list(leaves.values())), lr)
+        loss = self.loss(feeds, {**self.params, **leaves})
+        grads = torch.autograd.grad(loss, list(leaves.values()))
+        self.stepper.step({k: v.detach() for k, v in leaves.items()}, grads)
         self.params.update({k: v.detach() for k, v in leaves.items()})
         return float(loss.detach())
 
@@ -322,6 +338,68 @@ def _pooling(layer, xs, p):
     return y.reshape(*lead, *y.shape[1:])
 
 
+def _mvn(layer, xs, p):
+    """Mean-variance normalization over (H, W), or (C, H, W) ``acrossChannels``: how coremltools writes a
+    layer norm over the last axis (reshaped to [..., C, 1, W])."""
+    (x,) = xs
+    m = layer.mvn
+    axes = (-3, -2, -1) if m.acrossChannels else (-2, -1)
+    y = x - x.mean(axes, keepdim=True)
+    if m.normalizeVariance:
+        y = y / torch.sqrt((y * y).mean(axes, keepdim=True) + (m.epsilon or 1e-6))
+    return y
+
+
+def _scale(layer, xs, p):
+    """``x * scale + bias``, each of shape [1], [C] (along axis -3), [1, H, W] or [C, H, W]."""
+    (x,) = xs
+    s = layer.scale
+
+    def trailing(value, shape):
+        return value.reshape(-1, 1, 1) if len(shape) == 1 else value.reshape(tuple(shape))
+
+    y = x * trailing(p["scale"], s.shapeScale)
+    return y + trailing(p["bias"], s.shapeBias) if s.hasBias else y
+
+
+def _transpose(layer, xs, p):
+    return xs[0].permute(tuple(layer.transpose.axes))
+
+
+def _slice_static(layer, xs, p):
+    (x,) = xs
+    s = layer.sliceStatic
+    squeeze = list(s.squeezeMasks) or [False] * x.dim()
+    index = tuple(b if sq else slice(None if bm else b, None if em else e, st)
+                  for b, e, st, bm, em, sq in zip(s.beginIds, s.endIds, s.strides, s.beginMasks, s.endMasks, squeeze))
+    return x[index]
+
+
+def _batched_matmul(layer, xs, p):
+    """``A @ B`` over the last two axes (each optionally transposed, batch axes broadcast); with one input,
+    ``x @ W + b`` for the layer's own [Cin, Cout] weights, stored transposed (as PyTorch's Linear holds them)."""
+    m = layer.batchedMatmul
+    if len(xs) == 1:
+        y = F.linear(xs[0], p["weights"].reshape(m.weightMatrixSecondDimension, m.weightMatrixFirstDimension))
+        return y + p["bias"] if m.hasBias else y
+    a, b = (t.transpose(-1, -2) if flag else t for t, flag in zip(xs, (m.transposeA, m.transposeB)))
+    return a @ b
+
+
+def _gelu(layer, xs, p):
+    (x,) = xs
+    mode = layer.gelu.mode
+    if mode == 2:  # SIGMOID_APPROXIMATION
+        return x * torch.sigmoid(1.702 * x)
+    return F.gelu(x, approximate="tanh" if mode == 1 else "none")
+
+
+def _reduce_mean(layer, xs, p):
+    (x,) = xs
+    r = layer.reduceMean
+    return x.mean(tuple(range(x.dim())) if r.reduceAll else tuple(r.axes), keepdim=r.keepDims)
+
+
 _LAYERS: dict[str, Callable] = {
     "convolution": _conv,
     "clip": _clip,
@@ -340,5 +418,12 @@ _LAYERS: dict[str, Callable] = {
     "loadConstantND": _load_constant_nd,
     "softmax": _softmax,
     "softmaxND": _softmax_nd,
+    "mvn": _mvn,
+    "scale": _scale,
+    "transpose": _transpose,
+    "sliceStatic": _slice_static,
+    "batchedMatmul": _batched_matmul,
+    "gelu": _gelu,
+    "reduceMean": _reduce_mean,
 }
 SUPPORTED_LAYERS = frozenset(_LAYERS)

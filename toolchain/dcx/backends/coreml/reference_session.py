@@ -90,23 +90,31 @@ class ReferenceSession:
             loss = float(-logp[np.arange(len(labels)), labels.astype(np.int64)].mean())
             targets = gradient_matching_target(s, m, labels, self.target_scale)
             feeds[self.loss_target] = torch.as_tensor(targets.reshape(len(labels), -1), dtype=torch.float32)
-            self.interp.sgd_step(feeds)
+            self.interp.step(feeds)
             return loss
         feeds[self.loss_target] = torch.as_tensor(np.rint(labels.astype(np.float64)).reshape(-1, 1))
-        return self.interp.sgd_step(feeds)
+        return self.interp.step(feeds)
+
+    def _as_torch(self, name: str, value: torch.Tensor) -> np.ndarray:
+        """A spec weight (or an optimizer slot of it) in the PyTorch parameter ``name``'s layout."""
+        layer, field = self.weights[name].rsplit("/", 1)
+        value = value.detach().numpy()
+        if self.kinds.get(layer) == "embeddingND" and field == "weights":
+            shape = self.trainable[name]
+            value = value.reshape(shape[1], shape[0]).T
+        return np.ascontiguousarray(value).reshape(self.trainable[name])
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        out = {}
-        for name, ref in self.weights.items():
-            if name not in self.trainable:
-                continue
-            layer, field = ref.rsplit("/", 1)
-            value = self.interp.params[ref].detach().numpy()
-            if self.kinds.get(layer) == "embeddingND" and field == "weights":
-                shape = self.trainable[name]
-                value = value.reshape(shape[1], shape[0]).T
-            out[name] = np.ascontiguousarray(value).reshape(self.trainable[name])
-        return out
+        return {name: self._as_torch(name, self.interp.params[ref]) for name, ref in self.weights.items()
+                if name in self.trainable}
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {}  # Core ML programs keep no state: batch norm in training mode is refused at export
+
+    def get_optimizer_state(self) -> dict[str, np.ndarray]:
+        state = self.interp.stepper.state if self.interp.stepper else {}
+        return {f"{name}/{slot}": self._as_torch(name, t) for name, ref in self.weights.items()
+                if name in self.trainable and ref in state for slot, t in state[ref].items()}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         for name, value in weights.items():
@@ -157,7 +165,7 @@ def measure_deviation(input_names: list[str], trainable: dict[str, list[int]], s
         loss_abs = [abs(a - b) for a, b in zip(losses, ref_losses)]
         return TrainingGap(
             method=("reference interpreter of the exported spec, driven per sample as the app drives Core ML, "
-                    "vs eager PyTorch SGD on the reference batches"),
+                    "vs eager torch.optim on the reference batches"),
             formulation=metadata(spec_).get("dcx.formulation", ""),
             samples_for_accuracy=int(sum(len(b[0]) for b in batches)), steps=len(losses),
             loss_first=[losses[0], ref_losses[0]], loss_last=[losses[-1], ref_losses[-1]],

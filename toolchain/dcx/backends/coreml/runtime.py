@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import importlib.metadata
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from dcx.errors import DcxError
 from dcx.backends.coreml.spec import feature_spec, load_spec, metadata, quiet, signatures_of
+from dcx.backends.coreml.interpreter import NNInterpreter
 from dcx.backends.coreml.reference_session import ReferenceSession
-from dcx.manifest import ManifestEntry
+from dcx.manifest import ManifestEntry, OptimizerSpec
 from dcx.programs import TensorSpec
 from dcx.backends.runtime import Check, train_on_reference
 
@@ -181,21 +183,7 @@ def _check_updatable(spec, entry) -> list[Check]:
         detail = f"{kind}({params.input}, target {params.target}) for formulation {formulation}"
     rows.append(Check("coreml_loss_layer", loss_ok, None, detail))
 
-    opt = nn.updateParams.optimizer
-    lr_want = entry.optimizer.lr if entry.optimizer else None
-    batch_want = entry.inputs[0].shape[0] if entry.inputs and entry.inputs[0].shape else None
-    if opt.WhichOneof("OptimizerType") != "sgdOptimizer" or lr_want is None:
-        rows.append(Check("coreml_optimizer", False, None,
-                          f"optimizer {opt.WhichOneof('OptimizerType')} vs manifest {entry.optimizer}"))
-    else:
-        sgd = opt.sgdOptimizer
-        err = abs(sgd.learningRate.defaultValue - lr_want)
-        ok = (err <= 1e-12 and sgd.momentum.defaultValue == 0 and sgd.miniBatchSize.defaultValue == batch_want
-              and nn.updateParams.epochs.defaultValue == 1)
-        rows.append(Check("coreml_optimizer", ok, err,
-                          f"SGD lr {sgd.learningRate.defaultValue:g} (manifest {lr_want:g}), momentum "
-                          f"{sgd.momentum.defaultValue:g}, mini-batch {sgd.miniBatchSize.defaultValue} (manifest "
-                          f"{batch_want}), epochs {nn.updateParams.epochs.defaultValue}"))
+    rows.append(_optimizer_check(nn, entry))
 
     problems = check_updatable_model(spec)
     rows.append(Check("coreml_updatable_rules", not problems, None,
@@ -210,6 +198,24 @@ def _check_updatable(spec, entry) -> list[Check]:
         rows.append(Check("coreml_reference_execution", False, None, str(e)))
 
     return rows
+
+
+def _optimizer_check(nn, entry: ManifestEntry) -> Check:
+    """The spec's optimizer, mini-batch and epochs are the manifest's: the optimizer the interpreter steps and
+    the one PyTorch's reference stepped are the same."""
+    batch_want = entry.inputs[0].shape[0] if entry.inputs and entry.inputs[0].shape else None
+    epochs = nn.updateParams.epochs.defaultValue
+    if entry.optimizer is None:
+        return Check("coreml_optimizer", False, None, "the manifest gives no optimizer: re-export")
+    try:
+        got = OptimizerSpec.of(NNInterpreter.optimizer_of(nn))
+    except DcxError as e:
+        return Check("coreml_optimizer", False, None, str(e))
+    batch = getattr(nn.updateParams.optimizer, nn.updateParams.optimizer.WhichOneof("OptimizerType")).miniBatchSize
+    err = abs(got.lr - entry.optimizer.lr)
+    ok = got == entry.optimizer and batch.defaultValue == batch_want and epochs == 1
+    return Check("coreml_optimizer", ok, err, f"{got.type} {asdict(got)} (manifest {asdict(entry.optimizer)}), "
+                                               f"mini-batch {batch.defaultValue} (manifest {batch_want}), epochs {epochs}")
 
 
 class CoreMLRuntime:
@@ -244,7 +250,7 @@ class CoreMLRuntime:
         - each parameter that should train moves: those PyTorch's steps move by more than the tolerance, or,
           where a deviation freezes some, those that moved when export measured the gap;
         - each parameter a documented deviation freezes stays exactly as it was;
-        - per parameter, the gap from eager PyTorch SGD is within ``tolerance`` where the artifact trains every
+        - per parameter, the gap from eager torch.optim is within ``tolerance`` where the artifact trains every
           parameter, and nowhere larger than the gap export measured (``Deviation.measured``) by more than
           ``tolerance`` (threads sum in another order)."""
         if entry.kind != "train":
@@ -280,7 +286,7 @@ class CoreMLRuntime:
             problems.append(f"loss error {run.loss_error:.2e} > {loss_bound:.2e}")
         worst = max(gaps, key=gaps.get)
         rows.append(Check("coreml_training_gap", not problems, max(gaps.values()), "; ".join(problems[:3]) or
-                          f"{reference.steps} steps of the spec in the reference interpreter vs PyTorch SGD: loss "
+                          f"{reference.steps} steps of the spec in the reference interpreter vs torch.optim: loss "
                           f"{run.losses[0]:.4f} -> {run.losses[-1]:.4f}, loss error {run.loss_error:.2e}, worst "
                           f"weight gap {gaps[worst]:.2e} ({worst}"
                           + (", frozen in Core ML: documented" if worst in frozen else "") + ")"))

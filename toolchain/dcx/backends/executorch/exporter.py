@@ -1,15 +1,18 @@
 """ExecuTorch exporter: ``.pte`` programs.
 
-- training programs: ``capture_program`` -> ``joint_graph`` (frozen parameters
+- training programs: ``batch_statistics`` (training-mode batch norms as
+  elementary ops, their running statistics program state returned after the
+  loss) -> ``capture_program`` -> ``joint_graph`` (frozen parameters
   stay constants, trainable ones are returned with their gradients) ->
   ``fast_training`` (onto the dcx training kernels, the frozen layers left
   alone) -> ``lower_frozen_to_xnnpack`` (the frozen layers' forward to
   XNNPACK); ``--no-fast-training`` keeps ExecuTorch's portable kernels
-  throughout (``joint_graph`` -> ``to_edge``). SGD runs on the device, in
-  place on the parameters the program returns.
+  throughout (``joint_graph`` -> ``to_edge``). The optimizer runs on the
+  device, in place on the parameters the program returns.
 - inference programs: ``capture_program`` -> ``lower_to_xnnpack`` (or plain
   ``to_edge`` with ``--fused-kernels``: ``fuse_partitioned_linear`` first).
-Serialization: ``to_executorch().buffer``.
+Serialization: ``to_executorch().buffer``, with the running statistics' initial values stored (ExecuTorch
+leaves a mutated buffer uninitialised unless told).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dcx.passes import FunctionPass, PassContext, run_passes
 from dcx.backends.executorch.passes.fast_training import FastTraining
 from dcx.backends.executorch.passes.frozen_xnnpack import lower_frozen_to_xnnpack
 from dcx.backends.executorch.passes.fuse_partitioned_linear import FusePartitionedLinear
+from dcx.passes.batch_statistics import BatchStatistics
 from dcx.passes.graph_capture import CaptureProgram, JointGraph
 from dcx.manifest import Signature
 from dcx.programs import DeviceProgram, TensorSpec
@@ -42,7 +46,9 @@ def _lower_to_xnnpack(ep, ctx: PassContext):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+    from dcx.backends.executorch.passes.xnnpack_configs import XNNPACK_CONFIGS
+
+    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner(configs=XNNPACK_CONFIGS)])
     delegated = sum(1 for n in edge.exported_program().graph.nodes if n.op == "call_function"
                     and "executorch_call_delegate" in str(n.target))
     ctx.report("lower_to_xnnpack", delegates=delegated)
@@ -60,7 +66,7 @@ class ExecuTorchExporter(OneSuffixExporter):
         training = program.kind == "train"
         fuse = [FusePartitionedLinear()] if options.fused_kernels or (training and options.fast_training) else []
         if training:
-            joint = [*fuse, CaptureProgram(), JointGraph()]
+            joint = [*fuse, BatchStatistics(outputs=True), CaptureProgram(), JointGraph()]
             if not options.fast_training:
                 return [*joint, FunctionPass("to_edge", _to_edge)]
             if not options.frozen_xnnpack:
@@ -76,7 +82,7 @@ class ExecuTorchExporter(OneSuffixExporter):
         passes = self.passes(program, options)
         graph = run_passes(passes[:-1], program.module, ctx)
         edge = run_passes(passes[-1:], graph, ctx)  # to_edge and lower_frozen_to_xnnpack leave their input as it is
-        return edge.to_executorch().buffer, graph
+        return edge.to_executorch(_keep_initial_state()).buffer, graph
 
     def export(self, program: DeviceProgram, path: Path, options: ExecuTorchOptions | None,
                reference: ProgramReference | None = None) -> ArtifactInfo:
@@ -100,8 +106,17 @@ class ExecuTorchExporter(OneSuffixExporter):
                             requires=ctx.requires, passes=ctx.records, notes=notes)
 
 
+def _keep_initial_state():
+    """Serialise the running statistics' values: ExecuTorch leaves a buffer the graph mutates uninitialised."""
+    from executorch.exir import ExecutorchBackendConfig
+    from executorch.exir.passes.init_mutable_pass import InitializedMutableBufferPass
+
+    return ExecutorchBackendConfig(passes=[InitializedMutableBufferPass(["running_mean", "running_var"])])
+
+
 def _signatures(program: DeviceProgram) -> dict[str, Signature]:
-    outputs = [TensorSpec("loss", (), "float32")] if program.kind == "train" else [
+    outputs = [TensorSpec("loss", (), "float32"), *(TensorSpec.of(n, t) for n, t in program.state.items())] \
+        if program.kind == "train" else [
         TensorSpec.of(n, t) for n, t in zip(program.output_names, program.run(*program.example_inputs))]
     method = "forward" if program.kind == "infer" else "forward_backward"
     return {method: Signature(program.input_specs(), outputs)}

@@ -10,7 +10,8 @@ from dcx.backends.messages import first_capture
 
 UNSUPPORTED_OP_PATTERNS = (
     r"Missing out variants: \{'([^']+)'",  # to_executorch: an operator with no out-variant kernel
-    r"operator ([\w:.]+) is not (?:an )?[Cc]ore ATen",  # to_edge: an operator outside core ATen
+    # to_edge: an operator outside core ATen ("Operator torch._ops.aten.X.default is not in Core ATen opset")
+    r"[Oo]perator (?:torch\._ops\.)?([\w:.]+) is not (?:an |in )?[Cc]ore ATen",
     r"([\w.:]+) is not an aten operator",
 )
 

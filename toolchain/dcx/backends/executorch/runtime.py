@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from dcx.errors import DcxError
 from dcx.manifest import ManifestEntry
 from dcx.backends.runtime import Check, InstalledPackageRuntime
+from dcx.optim import Stepper
 
 
 def _tensors(arrays: tuple[np.ndarray, ...]) -> tuple[torch.Tensor, ...]:
@@ -18,12 +18,18 @@ def _tensors(arrays: tuple[np.ndarray, ...]) -> tuple[torch.Tensor, ...]:
 
 
 class ExecuTorchSession:
+    """A ``.pte`` in ExecuTorch's pybindings. A training program is run as the native runner runs it: its method
+    returns ``[loss, state..., gradients..., parameters...]``, the parameters being the program's own tensors, which
+    the optimizer (``dcx.optim.Stepper``, its state kept here) updates in place between steps."""
+
     def __init__(self, buffer: bytes, entry: ManifestEntry):
         self.entry = entry
         self.buffer = buffer  # the loaded program points into these bytes: keep them alive
         self.training = entry.kind == "train"
-        self.optimizer = None
+        self._params: dict[str, torch.Tensor] | None = None  # by PyTorch name, once the first step returned them
+        self._state: list[torch.Tensor] = []  # the program's state outputs of the last step
         self._pending: dict[str, np.ndarray] | None = None  # weights set before the parameters exist
+        self.stepper: Stepper | None = None
         try:
             if self.training:
                 from executorch.extension.training import _load_for_executorch_for_training_from_buffer
@@ -41,54 +47,59 @@ class ExecuTorchSession:
             raise NotImplementedError("training .pte programs have no inference method; use the .infer twin")
         return [t.numpy() for t in self.module.forward(_tensors(inputs))]
 
-    def _parameters(self) -> dict[str, torch.Tensor]:
-        """The program's own parameter tensors (they exist after the first forward_backward)."""
-        if self.optimizer is None:
-            raise DcxError(f"{self.entry.file}: run one train_step before reading or writing its weights")
-        return self.module.named_parameters()
+    def _layout(self) -> tuple[int, int]:
+        """Where the gradients and the parameters start among the outputs. ExecuTorch's index methods count the
+        graph's buffer mutations, one per state tensor, which the method does not return."""
+        state = len(self.entry.state)
+        return tuple(int(self.module.model.run_method(f"__et_training_{part}_index_forward", ())[0]) - state
+                     for part in ("gradients", "parameters"))
 
     def train_step(self, *inputs: np.ndarray) -> float:
-        """One SGD step. The first goes through the training extension (which materialises the parameters);
-        later ones run the program once and update its parameter outputs in place — they are the program's own
-        tensors — as the native runner does, without the extension's per-step method calls and gradient copies."""
-        if self.optimizer is not None:
-            out = self.module.model.run_method("forward", _tensors(inputs), clone_outputs=False)
-            first_grad, first_param = self._layout
-            torch._foreach_add_(list(out[first_param:]), list(out[first_grad:first_param]),
-                                alpha=-self.entry.optimizer.lr)
-            return float(out[0])
-        from executorch.extension.training import get_sgd_optimizer
-
-        out = self.module.forward_backward("forward", _tensors(inputs))
-        self.optimizer = get_sgd_optimizer(self.module.named_parameters(), self.entry.optimizer.lr,
-                                           0.0, 0.0, 0.0, False)
-        self._layout = tuple(int(self.module.model.run_method(f"__et_training_{part}_index_forward", ())[0])
-                             for part in ("gradients", "parameters"))
-        if self._pending is not None:  # weights set before the first step: apply them, then step again
-            self._copy_in(self._pending)
-            out = self.module.forward_backward("forward", _tensors(inputs))
-        self.optimizer.step(self.module.named_gradients())
+        """One step of the program's optimizer on a batch; returns the loss before the update."""
+        out = self.module.model.run_method("forward", _tensors(inputs), clone_outputs=False)
+        first_grad, first_param = self._layout() if self._params is None else self._indices
+        if self._params is None:
+            self._indices = (first_grad, first_param)
+            by_artifact_name = {a: n for n, a in self.entry.weights.items()}
+            names = [str(v) for v in self.module.model.run_method("__et_training_fqn_forward", ())]
+            self._params = {by_artifact_name[a]: t for a, t in zip(names, out[first_param:])}
+            self.stepper = Stepper(self.entry.optimizer.optimizer(), self._params)
+            if self._pending is not None:  # weights set before the first step: apply them, then run again
+                self._copy_in(self._pending)
+                return self.train_step(*inputs)
+        self._state = list(out[1:first_grad])
+        self.stepper.step(self._params, out[first_grad:first_param])
         return float(out[0])
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        if self.optimizer is None and self._pending is not None:
-            return {n: np.array(v) for n, v in self._pending.items()}
-        params = self._parameters()
-        return {torch_name: params[name].detach().numpy().copy() for torch_name, name in self.entry.weights.items()}
+        if self._params is None:
+            if self._pending is not None:
+                return {n: np.array(v) for n, v in self._pending.items()}
+            raise DcxError(f"{self.entry.file}: run one train_step before reading its weights")
+        return {n: p.detach().numpy().copy() for n, p in self._params.items()}
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """The program's state (``entry.state``) after the last step."""
+        return {n: t.numpy().copy() for n, t in zip(self.entry.state, self._state)}
+
+    def get_optimizer_state(self) -> dict[str, np.ndarray]:
+        """Each optimizer slot per parameter, as ``"<param>/<slot>"``."""
+        return {f"{n}/{slot}": t.numpy().copy() for n, slots in (self.stepper.state if self.stepper else {}).items()
+                for slot, t in slots.items()}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         missing = sorted(set(self.entry.weights) - set(weights))
         if missing:
             raise DcxError(f"{self.entry.file}: set_weights needs every trainable weight; missing {', '.join(missing)}")
-        if self.optimizer is None:
+        if self._params is None:
             self._pending = {n: np.asarray(weights[n], dtype=np.float32) for n in self.entry.weights}
             return
         self._copy_in(weights)
 
     def _copy_in(self, weights: dict[str, np.ndarray]) -> None:
-        params = self.module.named_parameters()
-        for torch_name, name in self.entry.weights.items():
-            params[name].copy_(torch.from_numpy(np.ascontiguousarray(weights[torch_name], dtype=np.float32)))
+        for name, p in self._params.items():
+            p.copy_(torch.from_numpy(np.ascontiguousarray(weights[name], dtype=np.float32)))
+        self._pending = None
 
 
 class ExecuTorchRuntime(InstalledPackageRuntime):

@@ -13,6 +13,7 @@ from dcx.errors import UnsupportedOp
 from dcx.backends import ArtifactInfo, OneSuffixExporter
 from dcx.backends.onnx.messages import unsupported_op
 from dcx.manifest import PassRecord, Signature
+from dcx.passes.graph_capture import composite_attention
 from dcx.programs import DeviceProgram, TensorSpec
 from dcx.reference import ProgramReference
 
@@ -30,7 +31,7 @@ class OnnxExporter(OneSuffixExporter):
     def export(self, program: DeviceProgram, path: Path, options: None = None,
                reference: ProgramReference | None = None) -> ArtifactInfo:
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), composite_attention():
                 warnings.simplefilter("ignore")
                 # The TorchScript-based exporter: the dynamo one needs onnxscript, which adds nothing here.
                 # No constant folding: batch norm stays a node of its own, so every weight is stored as PyTorch

@@ -2,6 +2,8 @@
 
 The passes (each named, tested):
 
+0. ``batch_statistics``      training-mode batch norms as elementary ops, their running statistics updated
+                             as buffers (``dcx/passes/batch_statistics.py``): the ``state`` variables
 1. ``capture_core_aten``     PyTorch program -> core-ATen graph (``torch.export`` + decompositions)
 2. ``fold_frozen_batch_norm`` frozen convolution + batch norm -> one convolution, folded as XNNPACK folds it
                              (``passes/fold_frozen_batch_norm.py``), so verify can recompute the stored filter
@@ -13,8 +15,8 @@ The passes (each named, tested):
 Serialization: ``convert_to_tflite`` (SavedModel -> flatbuffer, TFLITE_BUILTINS only, resource
 variables on), then ``check_builtin_ops_only`` rejects any Flex/custom op.
 
-Training programs get all four signatures, with plain SGD at
-``program.optimizer.lr`` inside ``train``; inference programs get ``infer``.
+Training programs get all four signatures (and ``state`` where the program or its optimizer keeps any),
+with the program's optimizer inside ``train``; inference programs get ``infer``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from dcx.backends import ArtifactInfo, OneSuffixExporter
 from dcx.backends.tflite.messages import converter_reason
 from dcx.passes import FunctionPass, PassContext, run_passes
 from dcx.backends.tflite.passes.fold_frozen_batch_norm import fold_frozen_batch_norm
-from dcx.passes.graph_capture import capture
+from dcx.passes.batch_statistics import BatchStatistics
+from dcx.passes.graph_capture import capture_module
 from dcx.manifest import Deviation, Signature
 from dcx.programs import DeviceProgram, TensorSpec
 from dcx.reference import ProgramReference
@@ -42,7 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ INFO/WARNING line
 
 def _capture_core_aten(module, ctx: PassContext) -> torch.export.ExportedProgram:
     """The program's graph as core ATen ops: the only description of the model the TF lowering reads."""
-    ep = capture(ctx.program)
+    ep = capture_module(module, ctx.program.example_inputs)
     if any(n.op == "call_function" and n.target in (torch.ops.aten.hardswish.default, torch.ops.aten.hardswish_.default)
            for n in ep.graph.nodes):
         ctx.deviations.append(Deviation(
@@ -80,7 +83,7 @@ def _build_tf_signatures(graph, ctx: PassContext):
     return specs
 
 
-PASSES = [FunctionPass("capture_core_aten", _capture_core_aten),
+PASSES = [BatchStatistics(), FunctionPass("capture_core_aten", _capture_core_aten),
           FunctionPass("fold_frozen_batch_norm", fold_frozen_batch_norm),
           FunctionPass("check_tf_lowerable", _check_tf_lowerable),
           FunctionPass("lower_aten_to_tf", _lower_aten_to_tf), FunctionPass("build_tf_signatures", _build_tf_signatures)]
@@ -152,6 +155,10 @@ class TFLiteExporter(OneSuffixExporter):
             sigs["train"] = Signature(inputs, outputs)
             sigs["save"] = Signature([], weights)
             sigs["restore"] = Signature(weights, weights)
+            state = [TensorSpec.of(n, t) for n, t in program.state.items()] + [
+                TensorSpec.of(f"{n}/{slot}", p) for n, p in program.trainable.items() for slot in program.optimizer.slots]
+            if state:
+                sigs["state"] = Signature([], state)
         return sigs
 
     @staticmethod
@@ -164,9 +171,8 @@ class TFLiteExporter(OneSuffixExporter):
             "layout": "PyTorch NCHW kept at the signature; each convolution transposes to NHWC around CONV_2D",
         }
         if program.kind == "train":
-            notes["training"] = (f"train = forward + builtin-only gradients + plain SGD (lr={program.optimizer.lr}) "
-                                 "on resource variables; save/restore pass weights as tensors named by PyTorch "
-                                 "parameter names")
+            notes["training"] = (f"train = forward + builtin-only gradients + {program.optimizer} on resource "
+                                 "variables; save/restore pass weights as tensors named by PyTorch parameter names")
         if any(isinstance(m, PartitionedLinear) for m in program.module.modules()):
             notes["partitioned_linear"] = ("PartitionedLinear lowers to builtin BATCH_MATMUL (one block per "
                                            "partition) + TRANSPOSE/RESHAPE for the partition split and the "

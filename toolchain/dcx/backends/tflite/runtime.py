@@ -1,8 +1,9 @@
 """LiteRT (ai-edge-litert) host runtime for ``.tflite`` artifacts: run, train, read and write weights.
 
-A training artifact has the signatures ``train`` (one SGD step inside the
+A training artifact has the signatures ``train`` (one optimizer step inside the
 model, returns the loss before the update), ``infer``, ``save`` (weights out
-as tensors) and ``restore`` (weights in); an inference artifact has ``infer``.
+as tensors), ``restore`` (weights in) and, where there is any, ``state`` (the
+program's and the optimizer's state out); an inference artifact has ``infer``.
 All signatures of one interpreter share the model's resource variables, so a
 session keeps its trained state between calls, as the app does on the phone.
 
@@ -93,6 +94,15 @@ class TFLiteSession:
     def get_weights(self) -> dict[str, np.ndarray]:
         out = self._call("save", ())
         return {torch_name: np.array(out[inner]) for torch_name, inner in self.weight_names.items()}
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {n: np.array(v) for n, v in self._call("state", ()).items()} if "state" in self.signatures else {}
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {n: v for n, v in self._state().items() if n in self.entry.state}
+
+    def get_optimizer_state(self) -> dict[str, np.ndarray]:
+        return {n: v for n, v in self._state().items() if n not in self.entry.state}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Replace every trainable weight (keyed by PyTorch name), e.g. with the cloud's fused model."""

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcx.data.movielens import GENRES, MovieLens, load_movielens
-from dcx.programs import SGD, DeviceProgram, freeze
+from dcx.optim import SGD
+from dcx.programs import DeviceProgram, freeze
 from dcx.errors import DcxError
 from dcx.methods import DataUsed, Predict, TrainedModules, register_recipe
 from dcx.training import fit, predict, roc_auc, seed_everything, sgd_step
@@ -373,14 +374,14 @@ class CoDA:
         batches = partial(self.user_batches, user)
         name = self.name
         return [
-            DeviceProgram(f"{name}.classifier.train", "train", BCELoss(copy.deepcopy(clf)),
+            DeviceProgram(f"{name}.classifier.train", "train", BCELoss(copy.deepcopy(clf)).eval(),
                           (item, genres, liked, target), ("item", "genres", "liked", "is_local"), ("loss",),
                           "sample classifier step: local (1) vs retrieved (0), item table frozen", optimizer=sgd,
                           batches=lambda steps, s: [b[:4] for b in batches(steps, s)], recipe=name),
             DeviceProgram(f"{name}.classifier.infer", "infer", freeze(copy.deepcopy(clf)), (item, genres, liked),
                           ("item", "genres", "liked"), ("logit",), "score retrieved samples as local-like",
                           recipe=name),
-            DeviceProgram(f"{name}.recommender.train", "train", BCELoss(copy.deepcopy(rec)), (item, genres, liked),
+            DeviceProgram(f"{name}.recommender.train", "train", BCELoss(copy.deepcopy(rec)).eval(), (item, genres, liked),
                           ("item", "genres", "liked"), ("loss",),
                           f"personalized recommender step (user {user}) on local + kept samples, item table frozen",
                           optimizer=sgd, batches=lambda steps, s: [b[:3] for b in batches(steps, s)], recipe=name),

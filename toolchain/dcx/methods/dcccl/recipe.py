@@ -27,7 +27,8 @@ from dcx.methods.dcccl.submodels import SummedLogits, split_convnet
 from dcx.models.convnet import ConvNet
 from dcx.models.mobilenet_small import MobileNetSmall
 from dcx.models.mobilenetv2 import mobilenet_v2_imagenet
-from dcx.programs import SGD, DeviceProgram, freeze
+from dcx.optim import SGD
+from dcx.programs import DeviceProgram, freeze
 from dcx.methods import DataUsed, Predict, TrainedModules, register_recipe, register_variant
 from dcx.training import fit, predict, seed_everything
 
@@ -299,8 +300,9 @@ class DCCCL:
         x = torch.rand(cfg.batch_size, 1 if cfg.image_size == 28 else 3, cfg.image_size, cfg.image_size,
                        generator=gen)
         y = torch.randint(0, 10, (cfg.batch_size,), generator=gen)
+        # eval(): the device step keeps S's batch-norm statistics as the cloud trained them
         train = DeviceProgram(
-            f"{self.name}.train", "train", ControlledLoss(copy.deepcopy(mimic), copy.deepcopy(small)), (x, y),
+            f"{self.name}.train", "train", ControlledLoss(copy.deepcopy(mimic), copy.deepcopy(small)).eval(), (x, y),
             ("image", "label"), ("loss",), "controlled step: CE(M(x)+S(x), y), M frozen, S trained",
             optimizer=SGD(cfg.device_lr), batches=self.device_batches, recipe=self.name)
         infer = DeviceProgram(

@@ -3,7 +3,9 @@
 TorchScript tracing of ``x.shape[0]`` (e.g. CoDA's ``user_vec.expand(item.shape[0], -1)``)
 leaves an ``int`` cast of a tensor that coremltools' frontend cannot convert.
 Core ML models have static shapes anyway, so every ``x.shape[i]`` / ``x.size(i)``
-is replaced by its value at the inputs the artifact is built for.
+is replaced by its value at the inputs the artifact is built for: in the FX graph
+(``specialize_shapes``), and in the TorchScript trace for the modules FX keeps whole,
+such as ``nn.MultiheadAttention`` (``trace_static``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
+
+from dcx.passes.graph_capture import composite_attention
 
 
 class _NamedInputs(nn.Module):
@@ -66,3 +70,19 @@ def specialize_shapes(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ..
         gm.graph.eliminate_dead_code()
         gm.recompile()
     return gm
+
+
+def trace_static(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
+    """TorchScript trace of ``gm`` at ``example_inputs`` with every size folded to a constant.
+
+    A module FX keeps whole reads sizes in its own code (``nn.MultiheadAttention``: ``embed_dim // num_heads``,
+    ``bsz * num_heads``), which the trace records as ``aten::size`` and ``aten::Int`` arithmetic that
+    coremltools cannot convert; the trace's tensors have complete static types, so those fold. Attention is
+    traced as its composite: the trace's own no_grad re-run check would otherwise meet the fused MHA fast path.
+    """
+    with composite_attention():
+        traced = torch.jit.trace(gm, example_inputs)
+    torch._C._jit_pass_inline(traced.graph)
+    torch._C._jit_pass_peephole(traced.graph, False)  # shape peepholes on: sizes of complete types -> constants
+    torch._C._jit_pass_constant_propagation(traced.graph)
+    return traced

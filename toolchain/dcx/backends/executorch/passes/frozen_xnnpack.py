@@ -71,6 +71,8 @@ def _op_name(node: fx.Node) -> str:
 def _frozen_partitioner():
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
+    from dcx.backends.executorch.passes.xnnpack_configs import XNNPACK_CONFIGS
+
     class FrozenXnnpackPartitioner(XnnpackPartitioner):
         """XNNPACK's partitioner, offered only the groups of nodes of the frozen region (with the constants they read)."""
 
@@ -84,7 +86,7 @@ def _frozen_partitioner():
             return [p for p in super().generate_partitions(ep)
                     if any(_op_name(n) in _LAYER_OPS for n in p.nodes)]
 
-    return FrozenXnnpackPartitioner()
+    return FrozenXnnpackPartitioner(configs=XNNPACK_CONFIGS)
 
 
 def restore_linears(ep: ExportedProgram) -> int:

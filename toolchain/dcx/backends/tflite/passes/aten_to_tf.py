@@ -176,17 +176,13 @@ def cat(tensors, dim=0):
 
 @lowers(aten.slice.Tensor)
 def slice_(x, dim=0, start=None, end=None, step=1):
-    rank = len(x.shape)
-    dim = _axis(dim, rank)
+    """STRIDED_SLICE with a builtin-only gradient (``unbind`` of a fused QKV projection is three slices)."""
+    dim = _axis(dim, len(x.shape))
     size = x.shape[dim]
     start = 0 if start is None else start
     end = size if end is None else end
     start, end = (min(max(i + size if i < 0 else i, 0), size) for i in (start, end))
-    begin = [0] * rank
-    stop = list(x.shape)
-    strides = [1] * rank
-    begin[dim], stop[dim], strides[dim] = start, end, step
-    return tf.strided_slice(x, begin, stop, strides)
+    return bg.slice_axis(x, dim, start, max(start, end), step)
 
 
 @lowers(aten.select.int)
@@ -217,6 +213,20 @@ def full(size, fill_value, dtype=None, **_):
     if dtype is None:
         dtype = torch.float32 if isinstance(fill_value, float) else torch.int64
     return tf.constant(np.full(list(size), fill_value), dtype=tf_dtype(dtype))
+
+
+@lowers(aten.full_like.default)
+def full_like(x, fill_value, dtype=None, **_):
+    """A constant of ``x``'s static shape (the safe softmax of masked attention fills masked rows with 0)."""
+    return tf.constant(np.full(list(x.shape), fill_value), dtype=x.dtype if dtype is None else tf_dtype(dtype))
+
+
+@lowers(aten.arange.start_step)
+def arange(start, end, step=1, dtype=None, **_):
+    """A constant (a causal mask compares two of them)."""
+    if dtype is None:
+        dtype = torch.float32 if any(isinstance(v, float) for v in (start, end, step)) else torch.int64
+    return tf.constant(np.arange(start, end, step), dtype=tf_dtype(dtype))
 
 
 # ---------------------------------------------------------------- elementwise
@@ -335,6 +345,21 @@ def pow_(x, exponent):
     return tf.pow(x, tf.constant(exponent, x.dtype))
 
 
+@lowers(aten.gelu.default)
+def gelu(x, approximate="none"):
+    return bg.gelu(x, approximate)
+
+
+@lowers(aten.logical_not.default)
+def logical_not(x):
+    return tf.logical_not(tf.cast(x, tf.bool))
+
+
+@lowers(aten.logical_and.default)
+def logical_and(a, b):
+    return tf.logical_and(tf.cast(a, tf.bool), tf.cast(b, tf.bool))
+
+
 @lowers(aten.where.self)
 def where(cond, a, b):
     a, b = _operands(a, b)
@@ -374,6 +399,14 @@ def mean(x, dims=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = tf.cast(x, tf_dtype(dtype))
     return tf.reduce_mean(x, axis=_reduce_axes(x, dims), keepdims=keepdim)
+
+
+@lowers(aten.any.dim, aten.any.dims, aten.any.default)
+def any_(x, dims=None, keepdim=False):
+    """REDUCE_ANY over ``dims`` (one dim, a list, or all); non-boolean inputs count where they are non-zero."""
+    if isinstance(dims, int):
+        dims = [dims]
+    return tf.reduce_any(tf.cast(x, tf.bool), axis=_reduce_axes(x, dims), keepdims=keepdim)
 
 
 @lowers(aten.amax.default)
@@ -507,10 +540,12 @@ class TFGraph:
     state: dict[str, str]  # placeholder name -> PyTorch parameter/buffer/constant name
     user_inputs: list[str]  # placeholder names, in call order
     constants: dict[str, np.ndarray]  # lifted tensor constants by name
+    mutated: list[str]  # the buffers the graph updates (batch-norm running statistics): its first outputs
 
     @tf.autograph.experimental.do_not_convert  # plain Python over static shapes: AutoGraph would only slow tracing
     def __call__(self, state: dict[str, tf.Tensor], *inputs: tf.Tensor) -> list[tf.Tensor]:
-        """``state``: every parameter/buffer by PyTorch name (Variables or constants); returns the graph outputs."""
+        """``state``: every parameter/buffer by PyTorch name (Variables or constants); returns the graph outputs:
+        the new values of ``mutated``, then the program's outputs."""
         if len(inputs) != len(self.user_inputs):
             raise DcxError(f"aten_to_tf: graph takes {len(self.user_inputs)} inputs, got {len(inputs)}")
         env: dict[str, Any] = dict(zip(self.user_inputs, inputs))
@@ -547,7 +582,8 @@ def lower_aten_to_tf(ep: torch.export.ExportedProgram) -> TFGraph:
         raise DcxError(f"aten_to_tf: no TFLite lowering for {', '.join(missing)}; add builders in "
                        "toolchain/dcx/backends/tflite/passes/aten_to_tf.py or export this program to another format")
     constants = {k: v.detach().cpu().numpy() for k, v in ep.constants.items() if isinstance(v, torch.Tensor)}
-    return TFGraph(ep.graph, state, list(sig.user_inputs), constants)
+    mutated = [s.target for s in sig.output_specs if s.kind.name == "BUFFER_MUTATION"]
+    return TFGraph(ep.graph, state, list(sig.user_inputs), constants, mutated)
 
 
 def lower_op(target: Any, *args: Any, **kwargs: Any) -> Any:

@@ -13,6 +13,8 @@ these instead of the plain TF ops.
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 
@@ -69,6 +71,36 @@ def sqrt(x: tf.Tensor):
         return 0.5 * g / y
 
     return y, grad
+
+
+def gelu(x: tf.Tensor, approximate: str) -> tf.Tensor:
+    """GELU (builtin GELU, exact or tanh-approximated as PyTorch's ``approximate``) with a builtin-only gradient.
+
+    TF differentiates the exact GELU through ERF, which is no TFLite builtin. Its gradient is
+    ``Phi(x) + x * phi(x)``; the normal CDF ``Phi(x)`` is read off the forward as ``gelu(x) / x``, and near 0
+    (where that ratio loses its digits) from ``Phi(x) = 1/2 + x * phi(0) + O(x^3)``. The tanh form's
+    gradient is its closed form through TANH.
+    """
+    tanh_form = approximate == "tanh"
+
+    @tf.custom_gradient
+    def _gelu(x):
+        y = tf.nn.gelu(x, approximate=tanh_form)
+
+        def grad(g):
+            if tanh_form:
+                c = math.sqrt(2.0 / math.pi)
+                t = tf.tanh(c * (x + 0.044715 * x * x * x))
+                return g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * x * x))
+            pdf = tf.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+            near_zero = tf.abs(x) < 1e-3
+            cdf = tf.where(near_zero, 0.5 + x * (1.0 / math.sqrt(2.0 * math.pi)),
+                           y / tf.where(near_zero, tf.ones_like(x), x))
+            return g * (cdf + x * pdf)
+
+        return y, grad
+
+    return _gelu(x)
 
 
 def clamp(x: tf.Tensor, low: float | None, high: float | None, closed: bool) -> tf.Tensor:
@@ -267,6 +299,38 @@ def gather_rows(table: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
         return y, grad
 
     return _gather(table)
+
+
+def slice_axis(x: tf.Tensor, axis: int, start: int, end: int, step: int) -> tf.Tensor:
+    """``x[start:end:step]`` along ``axis`` (STRIDED_SLICE; bounds already clamped to the axis) whose gradient
+    puts the upstream gradient back in place with zeros around it (RESHAPE and PAD spread a step > 1, PAD for
+    the bounds), instead of the Flex StridedSliceGrad."""
+    rank, size = len(x.shape), x.shape[axis]
+    begin, stop, strides = [0] * rank, list(x.shape), [1] * rank
+    begin[axis], stop[axis], strides[axis] = start, end, step
+
+    def pad_axis(t: tf.Tensor, dim: int, before: int, after: int) -> tf.Tensor:
+        pads = [[0, 0]] * len(t.shape)
+        pads[dim] = [before, after]
+        return tf.pad(t, pads)
+
+    @tf.custom_gradient
+    def _slice(x):
+        y = tf.strided_slice(x, begin, stop, strides)
+
+        def grad(g):
+            shape, n = list(g.shape), g.shape[axis]
+            if n == 0:
+                return tf.zeros_like(x)
+            if step > 1:  # each element followed by step - 1 zeros, the last one's cut off
+                spread = pad_axis(tf.reshape(g, [*shape[:axis + 1], 1, *shape[axis + 1:]]), axis + 1, 0, step - 1)
+                g = tf.slice(tf.reshape(spread, [*shape[:axis], n * step, *shape[axis + 1:]]), [0] * rank,
+                             [*shape[:axis], (n - 1) * step + 1, *shape[axis + 1:]])
+            return pad_axis(g, axis, start, size - start - g.shape[axis])
+
+        return y, grad
+
+    return _slice(x)
 
 
 def broadcast_to(x: tf.Tensor, shape: list[int]) -> tf.Tensor:
