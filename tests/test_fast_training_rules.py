@@ -16,6 +16,7 @@ from dcx.backends.executorch.passes.fast_training import PHASES, FastTraining, P
 from dcx.backends.executorch.passes.fast_training.conv import ConvBackward, ConvForward
 from dcx.backends.executorch.passes.fast_training.conv_bn import (
     ConvBnBackward, ConvBnForward, FrozenBatchNormBackward)
+from dcx.backends.executorch.passes.fast_training.conv_bn_batch import ConvBnBatchBackward, ConvBnBatchForward
 from dcx.backends.executorch.passes.fast_training.embedding import EmbeddingBackward
 from dcx.backends.executorch.passes.fast_training.layer_norm import LayerNormBackward
 from dcx.backends.executorch.passes.fast_training.linear import LinearBackward, LinearForward
@@ -24,6 +25,7 @@ from dcx.backends.executorch.passes.fast_training.mask import ReluMask
 from dcx.backends.executorch.passes.fast_training.mean import GlobalMean, GlobalMeanBackward
 from dcx.backends.executorch.passes.fast_training.pool import Pool2d
 from dcx.backends.executorch.passes.fast_training.transposes import DoubleTranspose
+from dcx.passes.batch_statistics import BatchStatisticsNorm
 from dcx.passes.graph_capture import capture_module, joint_graph
 
 @pytest.fixture(scope="module", autouse=True)
@@ -94,6 +96,13 @@ PROGRAMS = {  # name -> (module, inputs), built at seed 0
     "conv_bn_frozen": lambda: (Lambda(lambda s, x, y: F.cross_entropy(s.head(s.layer(x).flatten(1)), y),
                                       layer=nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), _bn(4), nn.ReLU6()).requires_grad_(False),
                                       head=nn.Linear(144, 3)), _images()),
+    # a batch norm in training mode, as the batch_statistics pass writes it (whatever the module's mode)
+    "conv_bn_batch": lambda: (Scaled(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), BatchStatisticsNorm(_bn(4)),
+                                                   nn.ReLU6()), 2, 144), _images()),
+    "conv_bn_batch_frozen": lambda: (Lambda(lambda s, x, y: F.cross_entropy(s.head(s.layer(x).flatten(1)), y),
+                                            layer=nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), BatchStatisticsNorm(_bn(4)),
+                                                                nn.ReLU6()).requires_grad_(False),
+                                            head=nn.Linear(144, 3)), _images()),
     "bn": lambda: (Scaled(_bn(2), 2, 72), _images()),
     "bn_plain": lambda: (Scaled(_bn(2, affine=False), 2, 72), _images()),
     "pool": lambda: (Scaled(Lambda(lambda s, h: F.avg_pool2d(F.max_pool2d(h, 2), 3, stride=1, padding=1)), 2, 18),
@@ -153,6 +162,10 @@ CASES = [  # program, the rule alone, the dcx ops it emits, aten ops it leaves f
     ("conv_bn_frozen", ConvBnForward(), {"dcx::conv2d_bn": 1},  # its backward mask would be read, else
      ["aten.convolution.default", "aten._native_batch_norm_legit_no_training.default", "aten.hardtanh.default"]),
     ("bn", FrozenBatchNormBackward(), {"dcx::batch_norm_frozen_backward": 1}, ["aten.rsqrt.default"]),
+    ("conv_bn_batch", ConvBnBatchBackward(), {"dcx::conv2d_bn_batch_stats_backward": 1},
+     ["aten.convolution_backward.default", "aten.where.self", "aten.sum.dim_IntList"]),
+    ("conv_bn_batch_frozen", ConvBnBatchForward(), {"dcx::conv2d_bn_batch_stats": 1},  # no backward reads the norm
+     ["aten.convolution.default", "aten.mean.dim", "aten.rsqrt.default", "aten.hardtanh.default"]),
     ("pool", Pool2d(backward=True), {"dcx::max_pool2d_backward": 1, "dcx::avg_pool2d_backward": 1},
      ["aten.max_pool2d_with_indices_backward.default", "aten.avg_pool2d_backward.default"]),
     ("pool", Pool2d(), {"dcx::max_pool2d": 1, "dcx::avg_pool2d": 1},

@@ -46,7 +46,8 @@ def test_eligibility_is_the_kernel_librarys():
     from dcx.kernels.training import conv, pool
 
     assert {op.name for op in OPS.values() if op.eligible is conv.eligible} == {
-        "conv2d", "conv2d_backward", "conv2d_bn", "conv2d_bn_backward"}
+        "conv2d", "conv2d_backward", "conv2d_bn", "conv2d_bn_backward", "conv2d_bn_batch_stats",
+        "conv2d_bn_batch_stats_backward"}
     stem = ((1, 3, 224, 224), (32, 3, 3, 3), (2, 2), (1, 1), (1, 1), 1)
     assert conv.eligible(*stem) == "stem3x3" and conv.eligible(*stem, backward=True) == "general"
     assert conv.eligible((1, 32, 56, 56), (32, 1, 3, 3), (2, 2), (1, 1), (1, 1), 32) == "depthwise3x3"

@@ -111,7 +111,7 @@ static int conv_backward(const struct training_conv2d* s, const struct grad_src*
 
 static int impl_conv2d_backward(const struct training_conv2d* s, const float* gy, const float* x, const float* w,
                                 const float* relu_out, float* gx, float* gw, float* gb) {
-  const struct grad_src src = {gy, relu_out, 0.0f, INFINITY, NULL, NULL, NULL, NULL, NULL};
+  const struct grad_src src = {gy, relu_out, 0.0f, INFINITY, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
   return conv_backward(s, &src, x, w, gx, gw, gb);
 }
 

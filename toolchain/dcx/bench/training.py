@@ -71,7 +71,8 @@ def _conv_out(shape_x, shape_w, stride, padding, dilation) -> int:
 
 # Argument positions of the convolution ops: x, weight, stride (padding and dilation follow), input_grad (None: forward)
 _CONV_ARGS = {"conv2d": (0, 1, 3, None), "conv2d_backward": (1, 2, 4, 8),
-              "conv2d_bn": (0, 1, 8, None), "conv2d_bn_backward": (3, 4, 10, 16)}
+              "conv2d_bn": (0, 1, 8, None), "conv2d_bn_backward": (3, 4, 10, 16),
+              "conv2d_bn_batch_stats": (0, 1, 6, None), "conv2d_bn_batch_stats_backward": (3, 4, 9, 15)}
 
 
 def node_flops(node: fx.Node) -> int:

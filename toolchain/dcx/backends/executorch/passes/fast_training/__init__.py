@@ -15,6 +15,10 @@ one module per op family, each a ``Rule`` (``rewriter.py``: match -> check -> em
 - ``conv_bn``: a MobileNet layer, ``convolution`` -> eval-mode batch norm -> clamp (ReLU6), forward and
   backward -> ``dcx::conv2d_bn`` / ``dcx::conv2d_bn_backward`` (the norm's affine gradients included);
   the decomposed backward of an eval-mode batch norm alone -> ``dcx::batch_norm_frozen_backward``.
+- ``conv_bn_batch``: the same layer in training mode, its norm on the batch's statistics (the elementary ops of
+  ``dcx.passes.batch_statistics``), clamp ReLU6, ReLU or none, forward and backward ->
+  ``dcx::conv2d_bn_batch_stats`` / ``dcx::conv2d_bn_batch_stats_backward``; the running statistics' update
+  stays stock, on the fused forward's mean and variance.
 - ``pool`` and ``mean``: max / average pooling and their backward -> ``dcx::max_pool2d*`` /
   ``dcx::avg_pool2d*``, the global average pool (``mean`` over H and W) and its gradient (``expand``
   then ``div``) among them.
@@ -49,6 +53,7 @@ from dcx.backends.executorch.passes.frozen_xnnpack import frozen_region
 
 from .conv import ConvBackward, ConvForward
 from .conv_bn import ConvBnBackward, ConvBnForward, FrozenBatchNormBackward, frozen_stems
+from .conv_bn_batch import ConvBnBatchBackward, ConvBnBatchForward
 from .embedding import EmbeddingBackward
 from .layer_norm import LayerNormBackward
 from .linear import LinearBackward, LinearForward
@@ -79,10 +84,11 @@ PHASES = (
     # a convolution + batch norm backward is tried before the batch norm's alone; the masks folded here
     # lose their last users (dce)
     Phase("backward", (ConvBackward(), Pool2d(backward=True), EmbeddingBackward(), GlobalMeanBackward(),
-                       ConvBnBackward(), FrozenBatchNormBackward(), LayerNormBackward()), dce=True),
+                       ConvBnBackward(), FrozenBatchNormBackward(), ConvBnBatchBackward(), LayerNormBackward()),
+          dce=True),
     Phase("masks", (ReluMask(),)),
     Phase("linear forward", (LinearForward(),)),
-    Phase("convolution + batch norm forward", (ConvBnForward(),), dce=True),  # the fused convolutions' dead users
+    Phase("convolution + batch norm forward", (ConvBnForward(), ConvBnBatchForward()), dce=True),  # the fused convolutions' dead users
     Phase("forward", (ConvForward(), Pool2d(), GlobalMean())),
     Phase("clean-up", (DoubleTranspose(),), everywhere=True),
 )
