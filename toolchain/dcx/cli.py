@@ -29,7 +29,7 @@ def info() -> None:
     from dcx.data import fashion_mnist, movielens
     from dcx.kernels.library import CHECKOUT
     from dcx.methods import recipe_names
-    from dcx.models import mobilenetv2
+    from dcx.models import efficientnet_lite, mobilenetv2
     from dcx.targets import target_kinds
     from dcx.targets.host import native_build_dir
 
@@ -48,11 +48,12 @@ def info() -> None:
         "fashion-mnist": (fashion_mnist.is_available(), fashion_mnist.SETUP_HINT),
         "movielens-100k": (movielens.is_available(), movielens.SETUP_HINT),
     }
-    try:
-        mobilenetv2.imagenet_weights_path()
-        checks["mobilenet_v2 imagenet"] = (True, "")
-    except DcxError:
-        checks["mobilenet_v2 imagenet"] = (False, mobilenetv2.WEIGHTS_HINT)
+    for name, weights in (("mobilenet_v2 imagenet", mobilenetv2), ("effnet_lite0 imagenet", efficientnet_lite)):
+        try:
+            weights.imagenet_weights_path()
+            checks[name] = (True, "")
+        except DcxError:
+            checks[name] = (False, weights.WEIGHTS_HINT)
     for name, (ok, hint) in checks.items():
         click.echo(f"{name:<22} {'present' if ok else 'MISSING: ' + hint}")
     bundle = native_build_dir() / "bundle"
@@ -456,6 +457,54 @@ def bench_device_cmd(target_spec: str, programs: str | None, baseline_path: str 
                   if bad else "") + f" (rows in {json_path})")
     if bad or regressed:
         raise SystemExit(1)
+
+
+@cli.command("coverage")
+@click.option("--quick", is_flag=True, help="CI sizes: small inputs and widths, random weights, 2 reference steps")
+@click.option("--arch", "arch_names", multiple=True, metavar="NAME",
+              help="an architecture (repeatable; default: all of `dcx.models.registry`)")
+@click.option("--out", type=click.Path(file_okay=False), help="keep the artifacts here (default: a temporary folder)")
+@click.option("--force", is_flag=True, help="replace what an earlier dcx coverage wrote in --out")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="write the cells as JSON")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
+              help="write the table as Markdown (e.g. benchmarks/coverage.md)")
+def coverage_cmd(quick: bool, arch_names: tuple[str, ...], out: str | None, force: bool, json_path: str | None,
+                 markdown_path: str | None) -> None:
+    """Each architecture's training and inference program exported to every format and verified: a table of
+    `verified` or the one-line reason per cell, and the fine-tuning check. Exits 0 with failing cells (they are
+    the report); a bad option exits 2."""
+    import tempfile
+
+    import torch
+
+    from dcx.coverage import as_json, markdown, run_coverage
+    from dcx.fileio import os_errors, write_atomic
+    from dcx.models.registry import architecture_names, get_architecture
+    from dcx.stamp import current_stamp, stamp_line
+
+    archs = [get_architecture(n) for n in arch_names or architecture_names()]  # an unknown name fails first
+    torch.set_num_threads(1)
+    stamp = current_stamp(1)  # what is measured: the checkout as the run starts
+    command = " ".join(["dcx coverage", *(["--quick"] if quick else []), *(f"--arch {n}" for n in arch_names),
+                        *(["--markdown", markdown_path] if markdown_path else [])])
+
+    def write(results: list) -> None:
+        _write_json(json_path, as_json(results, stamp.as_dict(), quick))
+        if markdown_path:
+            with os_errors(markdown_path, "--markdown"):
+                write_atomic(Path(markdown_path), markdown(results, command, stamp_line(stamp), quick))
+
+    progress = lambda s: click.echo(s, err=True)  # noqa: E731
+    if out:
+        occupied = Path(out).is_dir() and any(Path(out).iterdir())
+        if Path(out).exists() and not Path(out).is_dir() or occupied and not force:
+            raise DcxError(f"--out {out} is a file or a folder that is not empty: choose a new folder, or pass "
+                           "--force to replace what an earlier dcx coverage exported there")
+        results = run_coverage(archs, quick, Path(out), progress, write)
+    else:
+        with tempfile.TemporaryDirectory(prefix="dcx-coverage-") as tmp:
+            results = run_coverage(archs, quick, Path(tmp), progress, write)
+    click.echo(markdown(results, command, stamp_line(stamp), quick))
 
 
 @cli.command("readme")

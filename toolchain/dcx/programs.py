@@ -143,25 +143,33 @@ class DeviceProgram:
                            {n: buffers[n].detach().clone() for n in self.state}, first,
                            torch_state(opt, params, self.optimizer.slots))
 
-    def rounding_spread(self, batches: list[tuple[torch.Tensor, ...]], losses: list[float],
-                        final: dict[str, torch.Tensor], runs: int = SPREAD_RUNS) -> tuple[float, float]:
+    def rounding_spread(self, batches: list[tuple[torch.Tensor, ...]], reference: TrainingRun,
+                        runs: int = SPREAD_RUNS) -> tuple[float, float]:
         """How far float32 rounding alone moves eager PyTorch's training over ``batches``: the largest per-step
-        loss deviation (relative to max(1, |loss|)) and final-weight deviation from the unperturbed run, over
-        ``runs`` runs whose floating-point inputs are moved by one ulp at random (up, down or not; exact zeros
-        kept). Another float32 implementation that sums in another order differs from eager by about this much:
-        where a ReLU's input is decided at the rounding level (a fresh deep network whose activations have
-        decayed towards 1e-10) the mask, and so the gradient, flips between equally valid implementations, and
-        the flips grow with depth and steps. Verify's training tolerances scale with it.
+        loss deviation (relative to max(1, |loss|)) and final-tensor deviation (weights, program state and
+        optimizer slots, relative to max(1, |value|)) from the unperturbed run, over ``runs`` runs whose
+        floating-point inputs are moved by one ulp at random (up, down or not; exact zeros kept). Another float32
+        implementation that sums in another order differs from eager by about this much: where a ReLU's input is
+        decided at the rounding level (a fresh deep network whose activations have decayed towards 1e-10) the
+        mask, and so the gradient, flips between equally valid implementations, and the flips grow with depth and
+        steps; a batch norm over a handful of values per channel amplifies them. Verify's training tolerances
+        scale with it.
 
-        ``losses`` and ``final``: ``reference_training(batches)``'s losses and weights, the unperturbed run."""
+        ``reference``: ``reference_training(batches)``, the unperturbed run."""
         generator = torch.Generator().manual_seed(0)
-        loss_spread = weight_spread = 0.0
+        loss_spread = tensor_spread = 0.0
         for _ in range(runs):
             perturbed = [tuple(_one_ulp(t, generator) for t in batch) for batch in batches]
             run = self.reference_training(perturbed)
-            loss_spread = max(loss_spread, *(abs(a - b) / max(1.0, abs(b)) for a, b in zip(run.losses, losses)))
-            weight_spread = max(weight_spread, *(float((run.weights[n] - w).abs().max()) for n, w in final.items()))
-        return loss_spread, weight_spread
+            loss_spread = max(loss_spread, *(abs(a - b) / max(1.0, abs(b)) for a, b in zip(run.losses,
+                                                                                           reference.losses)))
+            pairs = [*((run.weights[n], w) for n, w in reference.weights.items()),
+                     *((run.state[n], v) for n, v in reference.state.items()),
+                     *((run.optimizer_final[p][k], v) for p, slots in reference.optimizer_final.items()
+                       for k, v in slots.items())]
+            tensor_spread = max(tensor_spread, *(float(((a - b).abs() / b.abs().clamp(min=1.0)).max())
+                                                 for a, b in pairs if b.numel()))
+        return loss_spread, tensor_spread
 
     def example_batches(self, steps: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
         """Real-data batches when the recipe (or the user) provides them, else the example inputs repeated."""

@@ -34,6 +34,7 @@ SECTIONS = {
     "native-runner": "benchmarks/native.md",
     "iciia-mnv2": "benchmarks/iciia_mnv2.md",
     "simulate": "benchmarks/simulate/README.md",
+    "coverage": "benchmarks/coverage.md",
 }
 VERDICT_LINE = re.compile(r"^verdict: (\S+) (\S+): (met|not met|n/a)\s*$", re.M)
 
@@ -89,6 +90,12 @@ GENERATED = (
                    "toolchain/dcx/methods", "toolchain/dcx/models", "toolchain/dcx/passes", "kernels/base",
                    "kernels/training", "kernels/partitioned_linear",
                    "toolchain/dcx/bench/verify.py", "pyproject.toml")),
+    GeneratedFile("benchmarks/coverage.md", "dcx coverage --markdown benchmarks/coverage.md",
+                  ("toolchain/dcx/coverage.py", "toolchain/dcx/finetune.py", "toolchain/dcx/models",
+                   "toolchain/dcx/export", "toolchain/dcx/verification.py", "toolchain/dcx/reference.py",
+                   "toolchain/dcx/manifest.py", "toolchain/dcx/backends", "toolchain/dcx/programs.py",
+                   "toolchain/dcx/optim.py", "toolchain/dcx/passes", "kernels/base", "kernels/training",
+                   "pyproject.toml")),
 )
 
 

@@ -198,7 +198,7 @@ def build_reference(program: DeviceProgram, steps: int = TRAIN_STEPS, seed: int 
                                 outputs={n: _numpy(o) for n, o in zip(program.output_names, outputs)}, frozen=frozen)
     batches = program.example_batches(steps, seed)
     run = program.reference_training(batches)
-    loss_spread, weight_spread = program.rounding_spread(batches, run.losses, run.weights)
+    loss_spread, weight_spread = program.rounding_spread(batches, run)
     return ProgramReference(
         program.name, "train", list(program.input_names), list(program.output_names), inputs, frozen=frozen,
         initial={n: _numpy(p) for n, p in program.trainable.items()},

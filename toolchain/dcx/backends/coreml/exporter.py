@@ -340,20 +340,31 @@ class CoreMLExporter:
     def _export_inference(self, program: DeviceProgram, path: Path, options: None) -> ArtifactInfo:
         from dcx.passes.graph_capture import CaptureProgram
 
+        from dcx.backends.coreml.passes.static_shapes import trace_static
+
         ct = coremltools()
         ctx = PassContext(program, options, self.format)
-        with quiet():
-            exported = run_passes([CaptureProgram()], program.module, ctx).run_decompositions({})
+
+        def convert(model) -> "ct.models.MLModel":
             pipeline = ct.PassPipeline.DEFAULT  # batch norm unfused, as in training: its weights stay PyTorch's
             pipeline.remove_passes(UNFUSED_PASSES)
-            mlmodel = _convert(
-                ct, program, exported, convert_to="mlprogram", pass_pipeline=pipeline,
+            return _convert(
+                ct, program, model, convert_to="mlprogram", pass_pipeline=pipeline,
                 inputs=[ct.TensorType(n, shape=tuple(t.shape), dtype=t.numpy().dtype)
                         for n, t in zip(program.input_names, program.example_inputs)],
                 outputs=[ct.TensorType(o) for o in program.output_names],
                 compute_precision=ct.precision.FLOAT32,
                 minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET))
-        ctx.report("convert_mlprogram", compute_precision="float32", deployment_target=DEPLOYMENT_TARGET)
+
+        frontend = "torch.export"
+        with quiet():
+            try:
+                mlmodel = convert(run_passes([CaptureProgram()], program.module, ctx).run_decompositions({}))
+            except UnsupportedOp as e:  # coremltools' export frontend lacks ops its TorchScript one has (aten.gru)
+                frontend = f"torchscript (the torch.export frontend has no {e.op})"
+                mlmodel = convert(trace_static(program.module, tuple(program.example_inputs)))
+        ctx.report("convert_mlprogram", compute_precision="float32", deployment_target=DEPLOYMENT_TARGET,
+                   frontend=frontend)
         mlmodel.short_description = f"dcx {program.name}: {program.summary}"
         mlmodel.user_defined_metadata["dcx.program"] = program.name
         with tempfile.TemporaryDirectory() as tmp:

@@ -83,9 +83,13 @@ def _feature_rows(features) -> list[TensorSpec]:
     return [feature_spec(f) for f in features]
 
 
+# Core ML's multi-arrays have no 64-bit integers: the converter narrows int64 inputs (ids, indices) to int32.
+COREML_DTYPE = {"int64": "int32"}
+
+
 def _same_specs(got: list[TensorSpec], want: list[TensorSpec]) -> str | None:
     g = [(f.name, list(f.shape), f.dtype) for f in got]
-    w = [(f.name, list(f.shape), f.dtype) for f in want]
+    w = [(f.name, list(f.shape), COREML_DTYPE.get(f.dtype, f.dtype)) for f in want]
     return None if g == w else f"artifact {g} vs manifest {w}"
 
 
@@ -94,7 +98,8 @@ def _check_io_infer(spec, entry) -> list[Check]:
     ins = _feature_rows(spec.description.input)
     outs = _feature_rows(spec.description.output)
     problem = _same_specs(ins, entry.inputs)
-    rows.append(Check("coreml_inputs", problem is None, None, problem or "names, shapes, dtypes match the manifest"))
+    rows.append(Check("coreml_inputs", problem is None, None,
+                      problem or "names, shapes, dtypes match the manifest (int64 as int32)"))
     want_out = entry.outputs
     problem = _same_specs(outs, want_out)
     rows.append(Check("coreml_outputs", problem is None, None, problem or "names, shapes, dtypes match the manifest"))

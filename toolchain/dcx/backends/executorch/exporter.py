@@ -26,6 +26,7 @@ from dcx.backends import ArtifactInfo, OneSuffixExporter
 from dcx.backends.executorch.messages import unsupported_op
 from dcx.backends.executorch.options import ExecuTorchOptions
 from dcx.passes import FunctionPass, PassContext, run_passes
+from dcx.backends.executorch.passes.crop_to_slice import CropToSlice
 from dcx.backends.executorch.passes.fast_training import FastTraining
 from dcx.backends.executorch.passes.frozen_xnnpack import lower_frozen_to_xnnpack
 from dcx.backends.executorch.passes.fuse_partitioned_linear import FusePartitionedLinear
@@ -66,7 +67,7 @@ class ExecuTorchExporter(OneSuffixExporter):
         training = program.kind == "train"
         fuse = [FusePartitionedLinear()] if options.fused_kernels or (training and options.fast_training) else []
         if training:
-            joint = [*fuse, BatchStatistics(outputs=True), CaptureProgram(), JointGraph()]
+            joint = [*fuse, BatchStatistics(outputs=True), CaptureProgram(), JointGraph(), CropToSlice()]
             if not options.fast_training:
                 return [*joint, FunctionPass("to_edge", _to_edge)]
             if not options.frozen_xnnpack:

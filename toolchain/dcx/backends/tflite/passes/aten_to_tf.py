@@ -185,6 +185,25 @@ def slice_(x, dim=0, start=None, end=None, step=1):
     return bg.slice_axis(x, dim, start, max(start, end), step)
 
 
+@lowers(aten.split_with_sizes.default, aten.split_with_sizes_copy.default)
+def split_with_sizes(x, sizes, dim=0):
+    """SPLIT_V (a GRU's gates are three chunks of one projection); the gradient is a CONCATENATION."""
+    return tf.split(x, list(sizes), axis=_axis(dim, len(x.shape)))
+
+
+@lowers(aten.constant_pad_nd.default)
+def constant_pad_nd(x, pad, value=0):
+    """PAD (PADV2 for a non-zero value); ``pad`` lists (before, after) from the last dim backwards, as F.pad.
+    TensorFlow's "same" padding of a strided convolution (EfficientNet-Lite) is one of these."""
+    if any(p < 0 for p in pad):
+        raise DcxError(f"aten_to_tf: constant_pad_nd with negative padding {list(pad)} (a crop) has no TFLite "
+                       "lowering; crop with a slice instead")
+    pairs = [[0, 0] for _ in x.shape]
+    for i in range(len(pad) // 2):
+        pairs[len(x.shape) - 1 - i] = [pad[2 * i], pad[2 * i + 1]]
+    return tf.pad(x, pairs, constant_values=value)
+
+
 @lowers(aten.select.int)
 def select(x, dim, index):
     dim = _axis(dim, len(x.shape))

@@ -217,19 +217,31 @@ def _depthwise_input_gradient(g: tf.Tensor, w: tf.Tensor, in_shape: tf.TensorSha
     return dx if m == 1 else tf.reduce_sum(tf.reshape(dx, [-1, h, wd, c, m]), -1)
 
 
+# LiteRT's own float depthwise kernel (no XNNPACK) loops forever on more output channels than its 4832-float row
+# buffer holds (measured: 4832 runs in 1 ms, 4833 never returns), and the filter gradient folds the batch into the
+# channels: more than that many are computed in slices.
+LITERT_DEPTHWISE_MAX_OUTPUT_CHANNELS = 4832
+
+
 def _depthwise_filter_gradient(x: tf.Tensor, g: tf.Tensor, w_shape: tf.TensorShape,
                                strides: tuple[int, int]) -> tf.Tensor:
     """``dW[a, b, c, k] = sum_{n,i,j} x[n, i*s + a, j*s + b, c] * g[n, i, j, c*M + k]`` (M: the multiplier).
 
-    One depthwise convolution: x as a single image with N*C channels, g as its [Ho, Wo, N*C, m] filter,
-    the forward stride as its dilation; then a sum over the batch.
+    One depthwise convolution (in slices of channels, ``LITERT_DEPTHWISE_MAX_OUTPUT_CHANNELS``): x as a single
+    image with N*C channels, g as its [Ho, Wo, N*C, m] filter, the forward stride as its dilation; then a sum over
+    the batch.
     """
     kh, kw, c, m = w_shape
     n, h, wd = x.shape[0], x.shape[1], x.shape[2]
     ho, wo = g.shape[1], g.shape[2]
     xt = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [1, h, wd, n * c])
     gt = tf.reshape(tf.transpose(tf.reshape(g, [n, ho, wo, c, m]), [1, 2, 0, 3, 4]), [ho, wo, n * c, m])
-    dw = tf.nn.depthwise_conv2d(xt, gt, [1, 1, 1, 1], "VALID", dilations=list(strides))  # [1, >=kh, >=kw, N*C*m]
+    chunk = max(1, LITERT_DEPTHWISE_MAX_OUTPUT_CHANNELS // m)
+    sizes = [min(chunk, n * c - i) for i in range(0, n * c, chunk)]
+    dw = tf.concat([tf.nn.depthwise_conv2d(xs, gs, [1, 1, 1, 1], "VALID", dilations=list(strides))
+                    for xs, gs in zip(tf.split(xt, sizes, axis=3), tf.split(gt, sizes, axis=2))], 3) \
+        if len(sizes) > 1 else tf.nn.depthwise_conv2d(xt, gt, [1, 1, 1, 1], "VALID", dilations=list(strides))
+    # dw: [1, >=kh, >=kw, N*C*m]
     return tf.reduce_sum(tf.reshape(dw[:, :kh, :kw, :], [kh, kw, n, c, m]), 2)
 
 
