@@ -362,7 +362,10 @@ class CoreMLExporter:
                 mlmodel = convert(run_passes([CaptureProgram()], program.module, ctx).run_decompositions({}))
             except UnsupportedOp as e:  # coremltools' export frontend lacks ops its TorchScript one has (aten.gru)
                 frontend = f"torchscript (the torch.export frontend has no {e.op})"
-                mlmodel = convert(trace_static(program.module, tuple(program.example_inputs)))
+                try:
+                    mlmodel = convert(trace_static(program.module, tuple(program.example_inputs)))
+                except Exception:
+                    raise e from None  # neither frontend takes it: the op the export frontend named
         ctx.report("convert_mlprogram", compute_precision="float32", deployment_target=DEPLOYMENT_TARGET,
                    frontend=frontend)
         mlmodel.short_description = f"dcx {program.name}: {program.summary}"
