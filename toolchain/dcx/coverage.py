@@ -62,6 +62,13 @@ def one_line(e: BaseException) -> str:
     return " ".join(text.split()) or type(e).__name__
 
 
+def create(arch: Architecture, quick: bool) -> nn.Module:
+    """``arch`` built from a fixed seed: the random initialisations, and so the table, are the same every run."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return arch.create(quick)
+
+
 def training_mode(model: nn.Module) -> nn.Module:
     """``train()`` for every layer but dropout, whose random masks no device runtime can reproduce."""
     model.train()
@@ -87,10 +94,10 @@ def training_program(arch: Architecture, quick: bool, model: nn.Module, name: st
 def make_program(arch: Architecture, quick: bool, kind: str):
     """``arch``'s training program (every layer trainable, ``train()`` mode) or inference program (batch 1)."""
     if kind == "train":
-        return training_program(arch, quick, training_mode(arch.create(quick)), f"{arch.name}.train")
+        return training_program(arch, quick, training_mode(create(arch, quick)), f"{arch.name}.train")
     task = arch.size(quick).task
     inputs = task.sample(1, torch.Generator().manual_seed(0))[:-1]
-    return dcx.inference_program(f"{arch.name}.infer", arch.create(quick).eval(), inputs, task.model_inputs,
+    return dcx.inference_program(f"{arch.name}.infer", create(arch, quick).eval(), inputs, task.model_inputs,
                                  task.outputs, summary=arch.summary)
 
 
@@ -147,7 +154,7 @@ def cover(arch: Architecture, quick: bool, out: Path, progress: Callable[[str], 
 def finetune_line(arch: Architecture, quick: bool, k: int = FINETUNE_BLOCKS) -> str:
     """With only the last ``k`` blocks trainable, the backward ops of the ExecuTorch joint graph below them."""
     try:
-        model = training_mode(arch.create(quick))
+        model = training_mode(create(arch, quick))
         lowest = train_last_blocks(model, k)
         reach = gradient_reach(capture_joint(training_program(arch, quick, model, f"{arch.name}.finetune")))
     except Exception as e:
