@@ -688,6 +688,7 @@ def test_bench_counts_the_fast_step_alone_under_qemu():
 
 
 def test_bench_rows_and_markdown(tmp_path):
+    from dcx.bench.runtimes import JUDGED_IN
     from dcx.bench.training import render_markdown, run_training_bench
     from dcx.readme import VERDICT_LINE
     from dcx.stamp import read_stamp
@@ -702,5 +703,4 @@ def test_bench_rows_and_markdown(tmp_path):
     text = render_markdown(rows)
     assert "coda.classifier.train" in text and "executorch-fast" in text and "dcx::linear_backward" in text
     assert read_stamp(text) is not None
-    verdicts = {(t, v) for p, t, v in VERDICT_LINE.findall(text) if p == "coda.classifier.train"}
-    assert ("faster-than-litert", "n/a") in verdicts and ("faster-than-mnn", "n/a") in verdicts  # not measured
+    assert VERDICT_LINE.findall(text) == [] and JUDGED_IN in text  # the targets are judged by `dcx bench runtimes`

@@ -279,9 +279,13 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f}"
 
 
-def steps_markdown(rows: list[dict]) -> list[str]:
-    """The step table of every runtime, the judgment of each target and the verdict lines: the Markdown that
-    ``dcx bench runtimes`` and ``dcx bench training`` both write."""
+JUDGED_IN = "`benchmarks/runtimes.md` and `benchmarks/runtimes_mnv2.md` (`dcx bench runtimes`)"
+
+
+def steps_markdown(rows: list[dict], judge_targets: bool = True) -> list[str]:
+    """The step table of every runtime and, with ``judge_targets``, the judgment of each target and the verdict
+    lines. ``dcx bench runtimes`` judges; ``dcx bench training`` writes the same table without judging, because a
+    target judged by two runs is judged twice on a noisy machine, and the two could disagree."""
     judgments = {j["program"]: j for j in judge(rows)}
     lines = ["Runtimes: " + "; ".join(f"`{k}`: {v}" for k, v in RUNTIMES.items()) + ".", "",
              f"`vs dcx`: the runtime's fastest round over `{FAST}`'s median step (conservative: noise can only "
@@ -301,6 +305,9 @@ def steps_markdown(rows: list[dict]) -> list[str]:
         parity = "reference" if r["runtime"] == "eager" else f"{r['parity_loss']:.0e}, {r['parity_weights']:.0e}"
         lines.append(f"| {r['program']} | {r['runtime']} | {_ms(r['median_step_s'])} | {_ms(r['best_step_s'])} | "
                      f"{vs} | {parity} |")
+    if not judge_targets:
+        return lines + ["", f"The targets are judged once, in {JUDGED_IN}; this table is the step beside the "
+                        "kernels it ran."]
     lines += ["", "Targets for `executorch-fast`: " + TARGETS_TEXT + ".", ""]
     for j in judgments.values():
         s = j.get("strongest")
