@@ -147,29 +147,37 @@ class DeviceProgram:
                         runs: int = SPREAD_RUNS) -> tuple[float, float]:
         """How far float32 rounding alone moves eager PyTorch's training over ``batches``: the largest per-step
         loss deviation (relative to max(1, |loss|)) and final-tensor deviation (weights, program state and
-        optimizer slots, relative to max(1, |value|)) from the unperturbed run, over ``runs`` runs whose
-        floating-point inputs are moved by one ulp at random (up, down or not; exact zeros kept). Another float32
-        implementation that sums in another order differs from eager by about this much: where a ReLU's input is
-        decided at the rounding level (a fresh deep network whose activations have decayed towards 1e-10) the
-        mask, and so the gradient, flips between equally valid implementations, and the flips grow with depth and
-        steps; a batch norm over a handful of values per channel amplifies them. Verify's training tolerances
-        scale with it.
+        optimizer slots, relative to max(1, |value|)) from the unperturbed run, over
+        - ``runs`` runs whose floating-point inputs are moved by one ulp at random (up, down or not; exact zeros
+          kept): where a ReLU's input is decided at the rounding level (a fresh deep network whose activations
+          have decayed towards 1e-10) the mask, and so the gradient, flips between equally valid
+          implementations, and the flips grow with depth and steps; a batch norm over a handful of values per
+          channel amplifies them;
+        - and the same run in float64, where the module runs in it: eager's own distance from the exact run.
+          The perturbed runs keep eager's order of summation, so their errors are correlated with eager's; a
+          runtime as accurate as eager but summing in another order can be this far from the exact run on the
+          other side (an embedding row that AdamW steps from a gradient near its epsilon, a GRU's recurrent
+          weights).
+        Verify's training tolerances scale with it.
 
         ``reference``: ``reference_training(batches)``, the unperturbed run."""
         generator = torch.Generator().manual_seed(0)
-        loss_spread = tensor_spread = 0.0
-        for _ in range(runs):
-            perturbed = [tuple(_one_ulp(t, generator) for t in batch) for batch in batches]
-            run = self.reference_training(perturbed)
-            loss_spread = max(loss_spread, *(abs(a - b) / max(1.0, abs(b)) for a, b in zip(run.losses,
-                                                                                           reference.losses)))
-            pairs = [*((run.weights[n], w) for n, w in reference.weights.items()),
-                     *((run.state[n], v) for n, v in reference.state.items()),
-                     *((run.optimizer_final[p][k], v) for p, slots in reference.optimizer_final.items()
-                       for k, v in slots.items())]
-            tensor_spread = max(tensor_spread, *(float(((a - b).abs() / b.abs().clamp(min=1.0)).max())
-                                                 for a, b in pairs if b.numel()))
-        return loss_spread, tensor_spread
+        others = (self.reference_training([tuple(_one_ulp(t, generator) for t in batch) for batch in batches])
+                  for _ in range(runs))
+        spreads = [_deviation(run, reference) for run in (*others, self._float64_training(batches)) if run]
+        return max(loss for loss, _ in spreads), max(tensors for _, tensors in spreads)
+
+    def _float64_training(self, batches: list[tuple[torch.Tensor, ...]]) -> "TrainingRun | None":
+        """``reference_training`` in float64 (module and floating-point inputs); None where the module has no
+        float64 form (a custom op with float32 kernels only)."""
+        def cast(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            return tuple(t.double() if t.is_floating_point() else t for t in batch)
+
+        try:
+            double = replace(self, module=copy.deepcopy(self.module).double(), example_inputs=cast(self.example_inputs))
+            return double.reference_training([cast(batch) for batch in batches])
+        except (RuntimeError, NotImplementedError):
+            return None
 
     def example_batches(self, steps: int, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
         """Real-data batches when the recipe (or the user) provides them, else the example inputs repeated."""
@@ -282,6 +290,19 @@ def kept_state(module: nn.Module):
         with torch.no_grad():
             for n, b in module.named_buffers():
                 b.copy_(saved[n])
+
+
+def _deviation(run: "TrainingRun", reference: "TrainingRun") -> tuple[float, float]:
+    """The largest per-step loss deviation of ``run`` from ``reference`` (relative to max(1, |loss|)) and final
+    tensor deviation (weights, state, optimizer slots; relative to max(1, |value|))."""
+    loss = max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(run.losses, reference.losses))
+    pairs = [*((run.weights[n], w) for n, w in reference.weights.items()),
+             *((run.state[n], v) for n, v in reference.state.items()),
+             *((run.optimizer_final[p][k], v) for p, slots in reference.optimizer_final.items()
+               for k, v in slots.items())]
+    tensors = max((float(((a.to(b.dtype) - b).abs() / b.abs().clamp(min=1.0)).max()) for a, b in pairs
+                   if b.numel() and b.is_floating_point()), default=0.0)
+    return loss, tensors
 
 
 def _one_ulp(t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

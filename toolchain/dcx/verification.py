@@ -56,7 +56,7 @@ def tolerance_for(reference: ProgramReference) -> tuple[Tolerance, str]:
     weights = max(DEFAULT_TOLERANCE.weights, SPREAD_MARGIN * reference.weight_spread)
     why = ""
     if (loss, weights) != (DEFAULT_TOLERANCE.loss, DEFAULT_TOLERANCE.weights):
-        why = (f"; {SPREAD_MARGIN:g} x eager's own spread under 1-ulp input perturbations (loss "
+        why = (f"; {SPREAD_MARGIN:g} x eager's own rounding spread, 1-ulp input perturbations and float64 (loss "
                f"{reference.loss_spread:.1e}, weights {reference.weight_spread:.1e})")
     return Tolerance(DEFAULT_TOLERANCE.forward, loss, weights), why
 

@@ -4,10 +4,11 @@
   elementary ops, their running statistics program state returned after the
   loss) -> ``capture_program`` -> ``joint_graph`` (frozen parameters
   stay constants, trainable ones are returned with their gradients) ->
-  ``fast_training`` (onto the dcx training kernels, the frozen layers left
-  alone) -> ``lower_frozen_to_xnnpack`` (the frozen layers' forward to
+  ``crop_to_slice`` -> ``fast_training`` (onto the dcx training kernels, the
+  frozen layers left alone) -> ``split_reductions`` (long multi-dim sums as
+  one-dim chains: dcx/passes/split_reductions.py) -> ``lower_frozen_to_xnnpack`` (the frozen layers' forward to
   XNNPACK); ``--no-fast-training`` keeps ExecuTorch's portable kernels
-  throughout (``joint_graph`` -> ``to_edge``). The optimizer runs on the
+  throughout (``joint_graph`` -> ``crop_to_slice`` -> ``split_reductions`` -> ``to_edge``). The optimizer runs on the
   device, in place on the parameters the program returns.
 - inference programs: ``capture_program`` -> ``lower_to_xnnpack`` (or plain
   ``to_edge`` with ``--fused-kernels``: ``fuse_partitioned_linear`` first).
@@ -32,6 +33,7 @@ from dcx.backends.executorch.passes.frozen_xnnpack import lower_frozen_to_xnnpac
 from dcx.backends.executorch.passes.fuse_partitioned_linear import FusePartitionedLinear
 from dcx.passes.batch_statistics import BatchStatistics
 from dcx.passes.graph_capture import CaptureProgram, JointGraph
+from dcx.passes.split_reductions import SplitReductions
 from dcx.manifest import Signature
 from dcx.programs import DeviceProgram, TensorSpec
 from dcx.reference import ProgramReference
@@ -69,10 +71,10 @@ class ExecuTorchExporter(OneSuffixExporter):
         if training:
             joint = [*fuse, BatchStatistics(outputs=True), CaptureProgram(), JointGraph(), CropToSlice()]
             if not options.fast_training:
-                return [*joint, FunctionPass("to_edge", _to_edge)]
+                return [*joint, SplitReductions(), FunctionPass("to_edge", _to_edge)]
             if not options.frozen_xnnpack:
-                return [*joint, FastTraining(), FunctionPass("to_edge", _to_edge)]
-            return [*joint, FastTraining(leave_frozen=True),
+                return [*joint, FastTraining(), SplitReductions(), FunctionPass("to_edge", _to_edge)]
+            return [*joint, FastTraining(leave_frozen=True), SplitReductions(),
                     FunctionPass("lower_frozen_to_xnnpack", lower_frozen_to_xnnpack)]
         lower = FunctionPass("to_edge", _to_edge) if options.fused_kernels else \
             FunctionPass("lower_to_xnnpack", _lower_to_xnnpack)

@@ -7,10 +7,12 @@ The passes (each named, tested):
 1. ``capture_core_aten``     PyTorch program -> core-ATen graph (``torch.export`` + decompositions)
 2. ``fold_frozen_batch_norm`` frozen convolution + batch norm -> one convolution, folded as XNNPACK folds it
                              (``passes/fold_frozen_batch_norm.py``), so verify can recompute the stored filter
-3. ``check_tf_lowerable``    every op has a TF builder, else ``UnsupportedOp`` naming it
-4. ``lower_aten_to_tf``      core ATen -> TF ops, one builder per op (``passes/aten_to_tf.py``),
+3. ``split_reductions``      long multi-dim sums and means as chains of one-dim ones, which TF's gradients
+                             keep one-dim (``dcx/passes/split_reductions.py``)
+4. ``check_tf_lowerable``    every op has a TF builder, else ``UnsupportedOp`` naming it
+5. ``lower_aten_to_tf``      core ATen -> TF ops, one builder per op (``passes/aten_to_tf.py``),
                              with builtin-only gradients (``passes/tf_builtin_gradients.py``)
-5. ``build_tf_signatures``   ``train`` / ``infer`` / ``save`` / ``restore`` (``passes/tf_signatures.py``)
+6. ``build_tf_signatures``   ``train`` / ``infer`` / ``save`` / ``restore`` (``passes/tf_signatures.py``)
 
 Serialization: ``convert_to_tflite`` (SavedModel -> flatbuffer, TFLITE_BUILTINS only, resource
 variables on), then ``check_builtin_ops_only`` rejects any Flex/custom op.
@@ -36,6 +38,7 @@ from dcx.passes import FunctionPass, PassContext, run_passes
 from dcx.backends.tflite.passes.fold_frozen_batch_norm import fold_frozen_batch_norm
 from dcx.passes.batch_statistics import BatchStatistics
 from dcx.passes.graph_capture import capture_module
+from dcx.passes.split_reductions import SplitReductions
 from dcx.manifest import Deviation, Signature
 from dcx.programs import DeviceProgram, TensorSpec
 from dcx.reference import ProgramReference
@@ -84,7 +87,7 @@ def _build_tf_signatures(graph, ctx: PassContext):
 
 
 PASSES = [BatchStatistics(), FunctionPass("capture_core_aten", _capture_core_aten),
-          FunctionPass("fold_frozen_batch_norm", fold_frozen_batch_norm),
+          FunctionPass("fold_frozen_batch_norm", fold_frozen_batch_norm), SplitReductions(),
           FunctionPass("check_tf_lowerable", _check_tf_lowerable),
           FunctionPass("lower_aten_to_tf", _lower_aten_to_tf), FunctionPass("build_tf_signatures", _build_tf_signatures)]
 

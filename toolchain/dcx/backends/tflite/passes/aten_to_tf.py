@@ -16,6 +16,7 @@ the NCHW tensor.
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -27,6 +28,7 @@ from torch.fx.node import map_arg
 
 from dcx.errors import DcxError
 from dcx.backends.tflite.passes import tf_builtin_gradients as bg
+from dcx.passes.split_reductions import SPLIT_ABOVE
 
 aten = torch.ops.aten
 
@@ -250,18 +252,29 @@ def arange(start, end, step=1, dtype=None, **_):
 
 # ---------------------------------------------------------------- elementwise
 
+def _binary(op: str, a: Any, b: Any) -> tf.Tensor:
+    """``op`` of two operands; where a float operand is broadcast over more than ``SPLIT_ABOVE`` elements per
+    value, with a gradient that sums those one axis at a time (``bg.broadcast_binary``)."""
+    a, b = _operands(a, b)
+    if a.dtype.is_floating and a.shape != b.shape and a.shape.is_fully_defined() and b.shape.is_fully_defined():
+        out = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
+        if max(math.prod(out) // max(1, math.prod(t.shape)) for t in (a, b)) > SPLIT_ABOVE:
+            return bg.broadcast_binary(op, a, b)
+    return {"add": tf.add, "sub": tf.subtract, "mul": tf.multiply}[op](a, b)
+
+
 @lowers(aten.add.Tensor, aten.add.Scalar)
 def add(a, b, alpha=1):
     if alpha != 1:
         b = b * alpha
-    return tf.add(*_operands(a, b))
+    return _binary("add", a, b)
 
 
 @lowers(aten.sub.Tensor, aten.sub.Scalar)
 def sub(a, b, alpha=1):
     if alpha != 1:
         b = b * alpha
-    return tf.subtract(*_operands(a, b))
+    return _binary("sub", a, b)
 
 
 @lowers(aten.rsub.Scalar)
@@ -272,7 +285,7 @@ def rsub(a, b, alpha=1):
 
 @lowers(aten.mul.Tensor, aten.mul.Scalar)
 def mul(a, b):
-    return tf.multiply(*_operands(a, b))
+    return _binary("mul", a, b)
 
 
 @lowers(aten.div.Tensor, aten.div.Scalar)

@@ -361,3 +361,36 @@ def broadcast_to(x: tf.Tensor, shape: list[int]) -> tf.Tensor:
         return y, grad
 
     return _broadcast(x)
+
+
+def _sum_to(g: tf.Tensor, shape: list[int]) -> tf.Tensor:
+    """``g`` summed down to a broadcast operand's ``shape``, one axis at a time (``dcx/passes/split_reductions.py``
+    says why)."""
+    full = [1] * (len(g.shape) - len(shape)) + list(shape)
+    for axis in reversed(range(len(full))):
+        if full[axis] == 1 and g.shape[axis] != 1:
+            g = tf.reduce_sum(g, axis, keepdims=True)
+    return tf.reshape(g, shape)
+
+
+_BROADCAST_OPS = {"add": (tf.add, lambda g, a, b: (g, g)),
+                  "sub": (tf.subtract, lambda g, a, b: (g, -g)),
+                  "mul": (tf.multiply, lambda g, a, b: (g * b, g * a))}
+
+
+def broadcast_binary(op: str, a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """``add``, ``sub`` or ``mul`` of float tensors of different shapes, whose gradient sums each operand's
+    broadcast axes one at a time: TF's own gradient sums them all in one SUM, one float32 accumulator per value
+    over N x H x W elements for a batch norm's shift and scale."""
+    forward, local = _BROADCAST_OPS[op]
+
+    @tf.custom_gradient
+    def _op(a, b):
+        def grad(g):
+            ga, gb = local(g, a, b)
+            return _sum_to(ga, a.shape), _sum_to(gb, b.shape)
+
+        return forward(a, b), grad
+
+    return _op(a, b)
+
